@@ -1,0 +1,127 @@
+"""The one image type that crosses module boundaries: a CT volume in patient (LPS) space.
+
+Conventions, used everywhere in this project:
+
+* ``array`` is indexed ``[d, h, w]`` (D-H-W): ``d`` = slice, ``h`` = row, ``w`` = column.
+* ``affine`` is a 4x4 matrix that maps the homogeneous *index* vector ``(d, h, w, 1)`` of a voxel
+  centre to its position in DICOM patient coordinates, **LPS, millimetres** (x to the patient's left,
+  y to the patient's back, z to the head).
+* For a DICOM series, ``w`` runs along the first three values of ImageOrientationPatient (the row
+  direction), ``h`` along the last three (the column direction) and ``d`` along their cross product,
+  so that ``d`` increases towards the head for a standard axial series.
+
+SimpleITK uses the same LPS convention with the index order reversed (x=w, y=h, z=d), so
+:func:`to_sitk` / :func:`from_sitk` are lossless.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A scalar volume on a regular grid in LPS space.
+
+    Attributes:
+        array: D-H-W voxel values (HU for CT, integer labels for masks).
+        affine: 4x4 float64, ``(d, h, w, 1)`` index -> LPS mm of the voxel centre.
+        meta: free-form metadata carried with the data (series UID, warnings...).
+    """
+
+    array: np.ndarray
+    affine: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.array.ndim != 3:
+            raise ValueError(f"Volume array must be 3-D (D, H, W), got shape {self.array.shape}")
+        aff = np.asarray(self.affine, dtype=np.float64)
+        if aff.shape != (4, 4):
+            raise ValueError(f"affine must be 4x4, got {aff.shape}")
+        if abs(np.linalg.det(aff[:3, :3])) < 1e-9:
+            raise ValueError("affine is singular")
+        object.__setattr__(self, "affine", aff)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(D, H, W) voxel counts."""
+        return tuple(self.array.shape)  # type: ignore[return-value]
+
+    @property
+    def spacing(self) -> np.ndarray:
+        """Voxel size in mm along (d, h, w)."""
+        return np.linalg.norm(self.affine[:3, :3], axis=0)
+
+    @property
+    def direction(self) -> np.ndarray:
+        """3x3 matrix whose columns are the LPS unit vectors of the d, h and w axes."""
+        return self.affine[:3, :3] / self.spacing
+
+    @property
+    def voxel_volume_ml(self) -> float:
+        """Volume of one voxel in mL (1 mL = 1000 mm^3)."""
+        return float(abs(np.linalg.det(self.affine[:3, :3])) / 1000.0)
+
+    def with_array(self, array: np.ndarray, **meta: Any) -> "Volume":
+        """A volume on the same grid with other voxel values (e.g. a mask of this CT)."""
+        if array.shape != self.array.shape:
+            raise ValueError(f"shape {array.shape} differs from the grid {self.array.shape}")
+        return replace(self, array=array, meta={**self.meta, **meta})
+
+    def index_to_lps(self, dhw: np.ndarray) -> np.ndarray:
+        """Map (N, 3) D-H-W (fractional) indices to (N, 3) LPS positions in mm."""
+        dhw = np.atleast_2d(np.asarray(dhw, dtype=np.float64))
+        return dhw @ self.affine[:3, :3].T + self.affine[:3, 3]
+
+    def lps_to_index(self, lps: np.ndarray) -> np.ndarray:
+        """Map (N, 3) LPS positions in mm to (N, 3) fractional D-H-W indices."""
+        lps = np.atleast_2d(np.asarray(lps, dtype=np.float64))
+        return (lps - self.affine[:3, 3]) @ np.linalg.inv(self.affine[:3, :3]).T
+
+
+def affine_from_dicom(
+    origin_lps: np.ndarray, row_dir: np.ndarray, col_dir: np.ndarray, slice_dir: np.ndarray,
+    pixel_spacing: tuple[float, float], slice_spacing: float,
+) -> np.ndarray:
+    """Build the D-H-W -> LPS affine of a slice stack.
+
+    Args:
+        origin_lps: ImagePositionPatient of the first slice (mm, LPS).
+        row_dir: first three ImageOrientationPatient values (direction of increasing column index w).
+        col_dir: last three ImageOrientationPatient values (direction of increasing row index h).
+        slice_dir: unit vector from one slice to the next (d), normally ``cross(row_dir, col_dir)``.
+        pixel_spacing: DICOM PixelSpacing (row spacing = between rows along h, column spacing along w), mm.
+        slice_spacing: distance between slice centres along ``slice_dir`` in mm.
+    """
+    aff = np.eye(4)
+    aff[:3, 0] = np.asarray(slice_dir, float) * slice_spacing
+    aff[:3, 1] = np.asarray(col_dir, float) * float(pixel_spacing[0])
+    aff[:3, 2] = np.asarray(row_dir, float) * float(pixel_spacing[1])
+    aff[:3, 3] = np.asarray(origin_lps, float)
+    return aff
+
+
+def to_sitk(vol: Volume) -> sitk.Image:
+    """SimpleITK image with the same voxels and LPS geometry (SimpleITK index order x=w, y=h, z=d)."""
+    img = sitk.GetImageFromArray(np.ascontiguousarray(vol.array))
+    sp = vol.spacing
+    img.SetSpacing((float(sp[2]), float(sp[1]), float(sp[0])))
+    img.SetOrigin(tuple(float(v) for v in vol.affine[:3, 3]))
+    d = vol.direction[:, ::-1]  # columns reordered to (w, h, d) = (x, y, z)
+    img.SetDirection(tuple(float(v) for v in d.flatten()))
+    return img
+
+
+def from_sitk(img: sitk.Image, meta: dict[str, Any] | None = None) -> Volume:
+    """Inverse of :func:`to_sitk`: D-H-W array and D-H-W -> LPS affine."""
+    arr = sitk.GetArrayFromImage(img)
+    sp = np.array(img.GetSpacing())[::-1]  # (d, h, w)
+    dxyz = np.array(img.GetDirection()).reshape(3, 3)  # columns x, y, z
+    aff = np.eye(4)
+    aff[:3, :3] = dxyz[:, ::-1] * sp
+    aff[:3, 3] = img.GetOrigin()
+    return Volume(arr, aff, dict(meta or {}))
