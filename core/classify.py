@@ -1,0 +1,70 @@
+"""Tumour classification: the crop given to the classifier and the fused prediction.
+
+The crop (used identically at training and inference) is a cube in canonical LPS orientation centred on
+the centre of the tumour's bounding box, with side = largest bounding-box extent + 2 x ``margin_mm``
+(at least ``min_side_mm``), resampled to ``crop_size`` voxels (D-H-W). Channel 0 is the CT scaled by
+``metadata['intensity']``; channel 1 the tumour mask (0/1). The absolute size is lost by design: the tumour
+volume enters through the tabular features.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from core.segment import scale_intensity
+from core.volume import Volume, to_sitk
+
+
+def tumour_crop(ct: Volume, tumour_mask: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
+    """(2, D, H, W) float32 classifier input from ``ct`` (HU, D-H-W) and a boolean mask on the same grid.
+
+    ``spec`` is the classifier metadata's ``crop`` dict: ``size`` (D-H-W voxels), ``margin_mm``,
+    ``min_side_mm``, and ``intensity`` (clip/scale window in HU).
+    """
+    if tumour_mask.shape != ct.shape:
+        raise ValueError("tumour mask and CT grids differ")
+    idx = np.argwhere(tumour_mask)
+    if idx.size == 0:
+        raise ValueError("empty tumour mask: nothing to classify")
+    corners = np.array([[a, b, c] for a in (idx[:, 0].min(), idx[:, 0].max())
+                        for b in (idx[:, 1].min(), idx[:, 1].max())
+                        for c in (idx[:, 2].min(), idx[:, 2].max())], float)
+    lps = ct.index_to_lps(corners)
+    centre = (lps.min(0) + lps.max(0)) / 2.0
+    side = max(float((lps.max(0) - lps.min(0)).max()) + 2.0 * float(spec["margin_mm"]), float(spec["min_side_mm"]))
+    size_dhw = [int(v) for v in spec["size"]]
+    size_xyz = size_dhw[::-1]
+    spacing_xyz = [side / n for n in size_xyz]
+    # Canonical LPS axes: x to the left, y posterior, z superior (identity direction).
+    origin = centre - 0.5 * np.array([(n - 1) * s for n, s in zip(size_xyz, spacing_xyz)])
+    def _resample(img: sitk.Image, interp: int, fill: float) -> np.ndarray:
+        return sitk.GetArrayFromImage(sitk.Resample(
+            img, size_xyz, sitk.Transform(), interp, tuple(origin), spacing_xyz,
+            (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0), fill, sitk.sitkFloat32))
+    ct_img = sitk.Cast(to_sitk(ct), sitk.sitkFloat32)
+    mask_img = sitk.Cast(to_sitk(ct.with_array(tumour_mask.astype(np.uint8))), sitk.sitkFloat32)
+    image = scale_intensity(_resample(ct_img, sitk.sitkLinear, -1024.0), spec["intensity"])
+    mask = (_resample(mask_img, sitk.sitkLinear, 0.0) >= 0.5).astype(np.float32)
+    return np.stack([image, mask]).astype(np.float32)
+
+
+@torch.no_grad()
+def predict_proba(
+    module: torch.nn.Module, crop: np.ndarray, tabular: np.ndarray, device: torch.device
+) -> np.ndarray:
+    """Class probabilities (K,) float64 summing to 1, from one crop (C, D, H, W) and tabular vector (F,)."""
+    img = torch.from_numpy(np.ascontiguousarray(crop, dtype=np.float32))[None].to(device)
+    tab = torch.from_numpy(np.asarray(tabular, dtype=np.float32))[None].to(device)
+    logits = module(img, tab).float()
+    p = torch.softmax(logits, dim=1)[0].double().cpu().numpy()
+    return p / p.sum()
+
+
+def probabilities_by_class(p: np.ndarray, classes: Sequence[str]) -> dict[str, float]:
+    """Map a probability vector to {class name: probability} in the metadata's class order."""
+    if len(p) != len(classes):
+        raise ValueError(f"{len(p)} probabilities for {len(classes)} classes")
+    return {c: float(v) for c, v in zip(classes, p)}

@@ -1,0 +1,118 @@
+"""Loading the shipped models: TorchScript weights plus the ``metadata.json`` that says how to use them.
+
+A model folder is ``<models root>/<name>/`` holding ``model.ts`` (TorchScript) and ``metadata.json``.
+Everything inference needs (labels, spacing, orientation, intensity window, sliding-window size and overlap,
+tabular feature order and statistics, version) is read from the metadata, never hard-coded. The file's
+sha256 is checked against the metadata *before* it is loaded; TorchScript archives are loaded with
+``torch.jit.load``, which restores a scripted graph and its tensors and never unpickles arbitrary Python
+objects.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+MODEL_FILE = "model.ts"
+METADATA_FILE = "metadata.json"
+
+
+class ModelError(Exception):
+    """A model folder is missing, inconsistent with its metadata, or fails its checksum."""
+
+
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_metadata(folder: Path) -> dict[str, Any]:
+    """Parse ``folder/metadata.json``; raise :class:`ModelError` with a one-line reason if absent or invalid."""
+    path = Path(folder) / METADATA_FILE
+    try:
+        meta = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"model metadata not found: {path}") from None
+    except json.JSONDecodeError as e:
+        raise ModelError(f"model metadata is not valid JSON: {path}: {e.msg}") from None
+    for key in ("name", "version", "sha256", "task"):
+        if key not in meta:
+            raise ModelError(f"model metadata {path} lacks '{key}'")
+    return meta
+
+
+@dataclass
+class LoadedModel:
+    """A TorchScript module in eval mode on ``device`` with its metadata."""
+
+    name: str
+    module: torch.jit.ScriptModule
+    metadata: dict[str, Any]
+    device: torch.device
+
+    @property
+    def version(self) -> str:
+        return str(self.metadata["version"])
+
+    @property
+    def sha256(self) -> str:
+        return str(self.metadata["sha256"])
+
+
+def pick_device(prefer: str = "auto") -> torch.device:
+    """``cuda`` when available (or requested), else ``cpu``."""
+    if prefer == "cpu":
+        return torch.device("cpu")
+    if prefer in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda")
+    if prefer == "cuda":
+        raise ModelError("CUDA was requested but no GPU is available")
+    return torch.device("cpu")
+
+
+def load_model(models_root: Path, name: str, device: torch.device | None = None) -> LoadedModel:
+    """Verify and load ``models_root/name``.
+
+    Raises:
+        ModelError: missing folder or file, metadata name mismatch, or sha256 mismatch (checked before loading).
+    """
+    folder = Path(models_root) / name
+    if not folder.is_dir():
+        raise ModelError(f"model '{name}' not found in {models_root}")
+    meta = read_metadata(folder)
+    if meta["name"] != name:
+        raise ModelError(f"model folder '{name}' holds metadata for '{meta['name']}'")
+    weights = folder / meta.get("file", MODEL_FILE)
+    if not weights.is_file():
+        raise ModelError(f"model '{name}': weights file {weights.name} missing")
+    digest = sha256_of(weights)
+    if digest != meta["sha256"]:
+        raise ModelError(
+            f"model '{name}': sha256 of {weights.name} is {digest[:12]}..., metadata says {meta['sha256'][:12]}...; refusing to load"
+        )
+    device = device or pick_device()
+    module = torch.jit.load(str(weights), map_location=device)
+    module.eval()
+    return LoadedModel(name=name, module=module, metadata=meta, device=device)
+
+
+def write_model(folder: Path, module: torch.jit.ScriptModule, metadata: dict[str, Any]) -> dict[str, Any]:
+    """Save TorchScript ``module`` to ``folder/model.ts`` and ``metadata`` (with its sha256) beside it.
+
+    Returns the metadata as written.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = folder / MODEL_FILE
+    torch.jit.save(module, str(weights))
+    meta = {**metadata, "file": MODEL_FILE, "sha256": sha256_of(weights)}
+    (folder / METADATA_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    return meta

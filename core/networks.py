@@ -1,0 +1,81 @@
+"""Network architectures, built from the ``architecture`` dict stored in each model's metadata.
+
+The same builders serve training (``training/``) and documentation of the shipped weights; inference
+loads the exported TorchScript and never needs these classes.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from monai.networks.nets import DenseNet, SegResNetDS
+from torch import nn
+
+
+def build_segmenter(arch: dict[str, Any]) -> nn.Module:
+    """MONAI ``SegResNetDS`` (as in the published method), input (B, 1, D, H, W), output logits (B, C, D, H, W).
+
+    In training mode it returns a list of deep-supervision outputs (full resolution first).
+    """
+    if arch.get("name") != "SegResNetDS":
+        raise ValueError(f"unsupported segmentation architecture {arch.get('name')!r}")
+    return SegResNetDS(
+        spatial_dims=3,
+        init_filters=int(arch["init_filters"]),
+        in_channels=int(arch["in_channels"]),
+        out_channels=int(arch["out_channels"]),
+        blocks_down=tuple(arch["blocks_down"]),
+        norm=arch.get("norm", "INSTANCE"),
+        dsdepth=int(arch.get("dsdepth", 1)),
+    )
+
+
+class FusionClassifier(nn.Module):
+    """Late fusion of a 3-D DenseNet image branch and z-scored tabular features.
+
+    Inputs: ``image`` (B, C, D, H, W) tumour crop, ``tabular`` (B, F) standardised features in the order of the
+    metadata's ``features`` list. Output: logits (B, K). Either branch can be switched off (``use_image``,
+    ``use_tabular``) to build the ablation variants with the same code; a switched-off branch ignores its input.
+    ``tabular_index`` selects which tabular columns the model sees (e.g. clinical only).
+    """
+
+    def __init__(self, arch: dict[str, Any]) -> None:
+        super().__init__()
+        self.use_image = bool(arch.get("use_image", True))
+        self.use_tabular = bool(arch.get("use_tabular", True))
+        idx = list(arch.get("tabular_index", range(int(arch["n_tabular"]))))
+        self.register_buffer("tabular_index", torch.tensor(idx if idx else [0], dtype=torch.long))
+        n_tab = len(idx) if self.use_tabular else 0
+        n_img = 0
+        if self.use_image:
+            dn = DenseNet(
+                spatial_dims=3,
+                in_channels=int(arch["in_channels"]),
+                out_channels=1,
+                init_features=int(arch["init_features"]),
+                growth_rate=int(arch["growth_rate"]),
+                block_config=tuple(arch["block_config"]),
+                bn_size=int(arch.get("bn_size", 2)),
+            )
+            self.features = dn.features
+            self.pool = nn.Sequential(nn.ReLU(), nn.AdaptiveAvgPool3d(1), nn.Flatten(1))
+            n_img = dn.class_layers.out.in_features
+        else:
+            self.features = nn.Identity()
+            self.pool = nn.Identity()
+        hidden = list(arch.get("hidden", [64, 32]))
+        layers: list[nn.Module] = []
+        width = n_img + n_tab
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.ReLU(), nn.Dropout(float(arch.get("dropout", 0.2)))]
+            width = h
+        layers.append(nn.Linear(width, int(arch["n_classes"])))
+        self.head = nn.Sequential(*layers)
+
+    def forward(self, image: torch.Tensor, tabular: torch.Tensor) -> torch.Tensor:
+        parts: list[torch.Tensor] = []
+        if self.use_image:
+            parts.append(self.pool(self.features(image)))
+        if self.use_tabular:
+            parts.append(tabular.index_select(1, self.tabular_index))
+        return self.head(torch.cat(parts, dim=1))

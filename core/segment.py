@@ -1,0 +1,151 @@
+"""Segmentation: the one preprocessing used at training and inference, and sliding-window inference.
+
+Model grid: the CT is reoriented to the canonical LPS orientation (SimpleITK ``DICOMOrient('LPS')``: index
+x=w runs to patient left, y=h to posterior, z=d to superior) and resampled to the model's isotropic or
+anisotropic spacing from ``metadata['spacing_mm']`` (given as D-H-W, mm). Intensities are clipped and scaled
+as ``metadata['intensity']`` says. Probabilities are resampled back onto the *original* series grid with
+linear interpolation before the argmax, so the label map returned is D-H-W on exactly the input's grid.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from core.volume import Volume, from_sitk, to_sitk
+
+
+def canonical_resample(
+    vol: Volume, spacing_dhw: Sequence[float], *, is_label: bool = False, fill: float = -1024.0
+) -> Volume:
+    """Reorient ``vol`` to canonical LPS and resample it to ``spacing_dhw`` (mm).
+
+    The output grid covers the input's extent; CT uses linear interpolation with ``fill`` (HU) outside,
+    label maps nearest neighbour with 0 outside. Returns a Volume in the canonical orientation.
+    """
+    img = to_sitk(vol)
+    if is_label:
+        img = sitk.Cast(img, sitk.sitkUInt8)
+    else:
+        img = sitk.Cast(img, sitk.sitkFloat32)
+    img = sitk.DICOMOrient(img, "LPS")
+    new_sp = (float(spacing_dhw[2]), float(spacing_dhw[1]), float(spacing_dhw[0]))
+    old_sp, old_size = img.GetSpacing(), img.GetSize()
+    size = [max(1, int(math.floor(old_size[i] * old_sp[i] / new_sp[i]))) for i in range(3)]
+    # Centre the new grid on the old one so that neither edge is favoured.
+    direction = np.array(img.GetDirection()).reshape(3, 3)
+    old_extent = np.array([(old_size[i] - 1) * old_sp[i] for i in range(3)])
+    new_extent = np.array([(size[i] - 1) * new_sp[i] for i in range(3)])
+    origin = np.array(img.GetOrigin()) + direction @ ((old_extent - new_extent) / 2.0)
+    out = sitk.Resample(
+        img, size, sitk.Transform(), sitk.sitkNearestNeighbor if is_label else sitk.sitkLinear,
+        tuple(origin), new_sp, img.GetDirection(), 0.0 if is_label else fill,
+        sitk.sitkUInt8 if is_label else sitk.sitkFloat32,
+    )
+    return from_sitk(out, vol.meta)
+
+
+def scale_intensity(hu: np.ndarray, spec: dict[str, float]) -> np.ndarray:
+    """Clip HU to [a_min, a_max] and map linearly to [b_min, b_max] (MONAI ScaleIntensityRange), float32."""
+    a_min, a_max = float(spec["a_min"]), float(spec["a_max"])
+    b_min, b_max = float(spec.get("b_min", 0.0)), float(spec.get("b_max", 1.0))
+    x = np.clip(hu.astype(np.float32), a_min, a_max)
+    return ((x - a_min) / (a_max - a_min) * (b_max - b_min) + b_min).astype(np.float32)
+
+
+def model_input(ct: Volume, metadata: dict[str, Any]) -> tuple[Volume, np.ndarray]:
+    """The canonical-grid CT and the network input (1, D, H, W) float32 for a segmentation model."""
+    grid = canonical_resample(ct, metadata["spacing_mm"])
+    return grid, scale_intensity(grid.array, metadata["intensity"])[None]
+
+
+@torch.no_grad()
+def predict_probabilities(
+    module: torch.nn.Module, image: np.ndarray, metadata: dict[str, Any], device: torch.device
+) -> np.ndarray:
+    """Softmax probabilities (C, D, H, W) float32 by MONAI sliding-window inference.
+
+    ``roi_size`` (D-H-W voxels), ``overlap`` and ``sw_batch_size`` come from ``metadata['sliding_window']``.
+    Mixed precision (float16 autocast) on CUDA, float32 on CPU.
+    """
+    from monai.inferers import sliding_window_inference
+
+    sw = metadata["sliding_window"]
+    x = torch.from_numpy(image)[None].to(device)
+    with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+        logits = sliding_window_inference(
+            x, roi_size=tuple(sw["roi_size"]), sw_batch_size=int(sw.get("sw_batch_size", 1)),
+            predictor=module, overlap=float(sw.get("overlap", 0.25)), mode=sw.get("mode", "gaussian"),
+        )
+    return torch.softmax(logits.float(), dim=1)[0].cpu().numpy()
+
+
+def _foreground_box(fg: np.ndarray, margin: int = 2) -> tuple[slice, ...] | None:
+    idx = np.argwhere(fg)
+    if idx.size == 0:
+        return None
+    lo = np.maximum(idx.min(0) - margin, 0)
+    hi = np.minimum(idx.max(0) + margin + 1, fg.shape)
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+
+
+def probabilities_to_labels(
+    probs: np.ndarray, grid: Volume, target: Volume, label_values: Sequence[int], threshold: float = 0.05
+) -> np.ndarray:
+    """Resample foreground probabilities from the model grid onto ``target``'s grid and take the argmax.
+
+    Args:
+        probs: (C, D, H, W) softmax on ``grid`` (channel 0 = background).
+        grid: the canonical model-grid Volume the probabilities live on.
+        target: the original series Volume (its grid defines the output).
+        label_values: output label value of each foreground channel 1..C-1.
+    Returns:
+        uint8 label map D-H-W on ``target``'s grid. Only the region where some foreground probability
+        exceeds ``threshold`` is resampled (the rest is background), which bounds time and memory.
+    """
+    out = np.zeros(target.shape, dtype=np.uint8)
+    box = _foreground_box(probs[1:].max(0) > threshold)
+    if box is None:
+        return out
+    # Target-grid index box covering the model-grid foreground box (8 corners mapped through LPS).
+    lo = np.array([s.start for s in box], float)
+    hi = np.array([s.stop - 1 for s in box], float)
+    corners = np.array([[a, b, c] for a in (lo[0], hi[0]) for b in (lo[1], hi[1]) for c in (lo[2], hi[2])])
+    t_idx = target.lps_to_index(grid.index_to_lps(corners))
+    t_lo = np.maximum(np.floor(t_idx.min(0)) - 1, 0).astype(int)
+    t_hi = np.minimum(np.ceil(t_idx.max(0)) + 2, target.shape).astype(int)
+    if np.any(t_hi <= t_lo):
+        return out
+    sub_aff = target.affine.copy()
+    sub_aff[:3, 3] = target.index_to_lps(t_lo[None].astype(float))[0]
+    sub_shape = tuple(int(v) for v in t_hi - t_lo)
+    ref = to_sitk(Volume(np.zeros(sub_shape, np.uint8), sub_aff))
+    best = np.zeros(sub_shape, np.float32)
+    label = np.zeros(sub_shape, np.uint8)
+    fg_sum = np.zeros(sub_shape, np.float32)
+    for c, value in enumerate(label_values, start=1):
+        src = to_sitk(grid.with_array(np.ascontiguousarray(probs[c], dtype=np.float32)))
+        p = sitk.GetArrayFromImage(sitk.Resample(src, ref, sitk.Transform(), sitk.sitkLinear, 0.0))
+        fg_sum += p
+        better = p > best
+        best[better] = p[better]
+        label[better] = value
+    label[best <= (1.0 - fg_sum)] = 0  # background wins where its probability is highest
+    out[tuple(slice(a, b) for a, b in zip(t_lo, t_hi))] = label
+    return out
+
+
+def segment(ct: Volume, module: torch.nn.Module, metadata: dict[str, Any], device: torch.device) -> np.ndarray:
+    """Run one segmentation model on ``ct`` (HU, D-H-W, LPS). Returns uint8 labels D-H-W on ``ct``'s grid.
+
+    Output values are those of ``metadata['labels']`` (entries with ``value`` > 0), in channel order.
+    """
+    grid, image = model_input(ct, metadata)
+    probs = predict_probabilities(module, image, metadata, device)
+    values = [int(lab["value"]) for lab in metadata["labels"] if int(lab["value"]) > 0]
+    if len(values) != probs.shape[0] - 1:
+        raise ValueError(f"model has {probs.shape[0] - 1} foreground channels, metadata lists {len(values)} labels")
+    return probabilities_to_labels(probs, grid, ct, values)

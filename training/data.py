@@ -1,0 +1,109 @@
+"""Training data: a cohort manifest (CSV) of DICOM series + label maps, prepared once into a cache.
+
+Input format (what a hospital points the pipeline at; the phantom generator writes one instance of it):
+``manifest.csv`` with at least the columns ``case_id, tumour_class, dicom_dir, label_path`` (paths relative
+to the manifest's folder). ``tumour_class`` is one of the six class names or ``none``. Label maps are NIfTI
+on exactly the DICOM series' grid: 0 background, 1 hip bone left, 2 hip bone right, 3 sacral tumour.
+Age and sex are read from the DICOM header with the same functions the application uses; the manifest's
+``age``/``sex`` columns are only used to cross-check.
+
+Every case is loaded with the application's own loader (``core.dicom_input``), resampled with the
+application's own preprocessing (``core.segment.canonical_resample``), and its tabular features come from
+``core.clinical`` and ``core.hip_frame`` applied to the reference label map: no training/serving skew.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+from core import clinical, hip_frame
+from core.classify import tumour_crop
+from core.dicom_input import DEFAULT_RULES, load_volume, scan_folder, select_series
+from core.segment import canonical_resample
+from core.volume import Volume, from_sitk
+
+CLASSES = ("metastasis", "chondrosarcoma", "osteosarcoma", "chordoma", "neurogenic_tumour", "giant_cell_tumour")
+HIP_LEFT, HIP_RIGHT, TUMOUR = 1, 2, 3
+
+
+@dataclass
+class Case:
+    case_id: str
+    tumour_class: str
+    dicom_dir: Path
+    label_path: Path
+
+
+def read_manifest(path: Path) -> list[Case]:
+    """Cases of a manifest CSV; paths resolved relative to the manifest's folder."""
+    path = Path(path)
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    missing = {"case_id", "tumour_class", "dicom_dir", "label_path"} - set(rows[0] if rows else {})
+    if missing:
+        raise ValueError(f"{path}: manifest lacks columns {sorted(missing)}")
+    return [Case(r["case_id"], r["tumour_class"], path.parent / r["dicom_dir"], path.parent / r["label_path"])
+            for r in rows]
+
+
+def load_case(case: Case) -> tuple[Volume, Volume, Any]:
+    """(CT Volume in HU, label Volume on the same grid, representative DICOM header)."""
+    scan = scan_folder(case.dicom_dir)
+    sel = select_series(scan, DEFAULT_RULES)
+    if sel.series is None:
+        raise ValueError(f"{case.case_id}: {sel.reason}")
+    loaded = load_volume(sel.series)
+    ct = loaded.volume
+    lab = from_sitk(sitk.ReadImage(str(case.label_path)))
+    if lab.shape != ct.shape or not np.allclose(lab.affine, ct.affine, atol=1e-3):
+        raise ValueError(f"{case.case_id}: label map grid differs from the DICOM series grid")
+    return ct, lab.with_array(lab.array.astype(np.uint8)), loaded.datasets[0]
+
+
+def tabular_values(labels: Volume, header: Any) -> dict[str, float | None]:
+    """Raw (unstandardised) tabular features of one case, by the application's own functions."""
+    tumour = labels.array == TUMOUR
+    values: dict[str, float | None] = {
+        "sex": {"M": 1.0, "F": 0.0}.get(clinical.sex(header) or "", None),
+        "age_years": clinical.age_years(header),
+        "tumour_volume_ml": clinical.tumour_volume_ml(tumour, labels.voxel_volume_ml),
+        "loc_u": None, "loc_v": None, "loc_w": None,
+    }
+    if tumour.any():
+        frame = hip_frame.hip_frame_from_labels(labels, HIP_LEFT, HIP_RIGHT)
+        loc = hip_frame.tumour_location(labels, TUMOUR, frame)
+        values["loc_u"], values["loc_v"], values["loc_w"] = (float(v) for v in loc["location_hip_frame"])
+    return values
+
+
+def prepare(manifest: Path, cache: Path, seg_specs: dict[str, dict[str, Any]], crop_spec: dict[str, Any]) -> Path:
+    """Load every case once and cache what training needs (``cache/<case_id>.npz`` + ``cache/index.json``).
+
+    ``seg_specs`` maps a segmentation model name to its metadata (``spacing_mm``); each case stores the CT and
+    label map resampled to that model grid. Tumour cases also store the classifier crop (from the reference
+    tumour mask) and their raw tabular values.
+    """
+    cache = Path(cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    index = []
+    for case in read_manifest(manifest):
+        out = cache / f"{case.case_id}.npz"
+        entry: dict[str, Any] = {"case_id": case.case_id, "tumour_class": case.tumour_class, "file": out.name}
+        ct, lab, header = load_case(case)
+        arrays: dict[str, np.ndarray] = {}
+        for name, spec in seg_specs.items():
+            arrays[f"{name}_ct"] = canonical_resample(ct, spec["spacing_mm"]).array.astype(np.float32)
+            arrays[f"{name}_lab"] = canonical_resample(lab, spec["spacing_mm"], is_label=True).array
+        entry["tabular"] = tabular_values(lab, header)
+        if case.tumour_class != "none" and (lab.array == TUMOUR).any():
+            arrays["crop"] = tumour_crop(ct, lab.array == TUMOUR, crop_spec)
+        np.savez(out, **arrays)
+        index.append(entry)
+    (cache / "index.json").write_text(json.dumps(index, indent=1))
+    return cache / "index.json"

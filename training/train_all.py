@@ -1,0 +1,168 @@
+"""Train all three shipped models from scratch with one command.
+
+    python -m training.train_all --out models --work build/train [--config training/config.yaml]
+                                 [--manifest COHORT.csv] [--quick]
+
+Without ``--manifest`` a synthetic cohort is generated with ``training.phantom`` (seed and size from the
+config). With ``--manifest`` a hospital's own cohort is used (format in ``training/data.py``). ``--quick``
+trains a few iterations of everything (the smoke test in the test suite). Internal validation figures (a
+split of the training cohort) go into each metadata.json; held-out figures come from ``python -m validation``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from core import clinical
+from core.models import write_model
+from training.data import prepare
+from training.train_classifier import VARIANTS, export_classifier, predict, tabular_matrix, train_variant
+from training.train_seg import export_segmenter, train_segmenter
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _split(ids: list[str], frac: float, seed: int) -> tuple[list[str], list[str]]:
+    rng = np.random.default_rng(seed)
+    order = list(rng.permutation(ids))
+    n_val = max(1, int(round(frac * len(ids)))) if len(ids) > 2 else 0
+    return sorted(order[n_val:]), sorted(order[:n_val])
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    s = a.sum() + b.sum()
+    return float(2.0 * np.logical_and(a, b).sum() / s) if s else 1.0
+
+
+def _seg_validation(cache: Path, name: str, ids: list[str], meta: dict, net: torch.nn.Module) -> dict[str, float]:
+    from core.segment import predict_probabilities, scale_intensity
+    dices: dict[str, list[float]] = {}
+    fg = [lab for lab in meta["labels"] if int(lab["value"]) > 0]
+    for cid in ids:
+        z = np.load(cache / f"{cid}.npz")
+        probs = predict_probabilities(net, scale_intensity(z[f"{name}_ct"], meta["intensity"])[None], meta, torch.device("cpu"))
+        pred = probs.argmax(0)
+        for ch, lab in enumerate(fg, start=1):
+            ref = z[f"{name}_lab"] == int(lab["source_value"])
+            if ref.any():
+                dices.setdefault(lab["label"], []).append(_dice(pred == ch, ref))
+    return {f"dice_{k.replace(' ', '_')}_model_grid": round(float(np.mean(v)), 4) for k, v in dices.items()}
+
+
+def _macro_auc(y: np.ndarray, p: np.ndarray, k: int) -> float:
+    from sklearn.metrics import roc_auc_score
+    present = [c for c in range(k) if 0 < (y == c).sum() < len(y)]
+    return float(np.mean([roc_auc_score(y == c, p[:, c]) for c in present])) if present else float("nan")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=REPO / "models")
+    ap.add_argument("--work", type=Path, default=REPO / "build" / "train")
+    ap.add_argument("--config", type=Path, default=REPO / "training" / "config.yaml")
+    ap.add_argument("--manifest", type=Path, help="existing cohort manifest (default: generate a phantom cohort)")
+    ap.add_argument("--quick", action="store_true", help="tiny cohort and a few iterations (smoke test)")
+    ap.add_argument("--skip-prepare", action="store_true", help="reuse an existing cache in --work")
+    a = ap.parse_args(argv)
+    cfg = yaml.safe_load(a.config.read_text())
+    t_start = time.time()
+    work = a.work
+    work.mkdir(parents=True, exist_ok=True)
+    cohort_cfg = cfg["cohort"]
+    n_cases = 12 if a.quick else int(cohort_cfg["n"])
+    manifest = a.manifest
+    if manifest is None:
+        from training.phantom import generate_cohort
+        manifest = work / "cohort" / "manifest.csv"
+        if not (a.skip_prepare and manifest.exists()):
+            print(f"generating {n_cases} phantom cases (seed {cohort_cfg['seed']})", flush=True)
+            manifest = generate_cohort(work / "cohort", n=n_cases, seed=int(cohort_cfg["seed"]),
+                                       no_tumour_fraction=float(cohort_cfg["no_tumour_fraction"]))
+    seg_cfg = cfg["segmentation"]
+    clf_cfg = cfg["classifier"]
+    cache = work / "cache"
+    if not (a.skip_prepare and (cache / "index.json").exists()):
+        print("preparing cache", flush=True)
+        prepare(manifest, cache, seg_cfg, clf_cfg["crop"])
+    index = json.loads((cache / "index.json").read_text())
+    ids = [e["case_id"] for e in index]
+    train_ids, val_ids = _split(ids, float(cohort_cfg["validation_fraction"]), int(cohort_cfg["seed"]))
+    data_desc = (f"synthetic pelvic CT phantoms (training.phantom, seed {cohort_cfg['seed']}, {len(ids)} cases; "
+                 f"{len(train_ids)} train / {len(val_ids)} internal validation); NOT patient data")
+    common = {"version": cfg["version"], "training_data": data_desc,
+              "intended_use": "Demonstration weights trained on synthetic data. Not for clinical use.",
+              "trained_on": f"{platform.node()} {platform.machine()} torch {torch.__version__}"}
+
+    for name, spec in seg_cfg.items():
+        iters = 3 if a.quick else int(spec["iterations"])
+        meta = {"name": name, "task": "segmentation", "description": spec["description"],
+                "spacing_mm": spec["spacing_mm"], "orientation": "canonical LPS (SimpleITK DICOMOrient 'LPS'), arrays D-H-W",
+                "intensity": spec["intensity"], "sliding_window": spec["sliding_window"],
+                "architecture": spec["architecture"], "labels": spec["labels"], **common}
+        net, summary = train_segmenter(cache, name, train_ids, meta, iterations=iters,
+                                       batch_size=int(spec.get("batch_size", 2)), seed=int(cohort_cfg["seed"]))
+        meta["training"] = {**summary, "loss": "DiceCE, deep supervision", "patch_size_dhw": spec["sliding_window"]["roi_size"]}
+        meta["internal_validation"] = _seg_validation(cache, name, val_ids, meta, net) if val_ids else {}
+        print(f"[{name}] internal validation {meta['internal_validation']}", flush=True)
+        write_model(a.out / name, export_segmenter(net, meta), meta)
+
+    # Classifier and its ablation variants.
+    classes = list(clf_cfg["classes"])
+    tum = [e for e in index if e["tumour_class"] in classes and "crop" in np.load(cache / e["file"]).files]
+    tr = [e for e in tum if e["case_id"] in set(train_ids)]
+    va = [e for e in tum if e["case_id"] in set(val_ids)]
+    names = list(clf_cfg["features"])
+    spec = clinical.fit_feature_spec({n: [e["tabular"][n] for e in tr] for n in names}, names)
+    feature_meta = [{**s, **({"encoding": "M=1, F=0"} if s["name"] == "sex" else {})} for s in spec]
+
+    def arrays(entries: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        crops = np.stack([np.load(cache / e["file"])["crop"] for e in entries]) if entries else np.zeros((0, 2, *clf_cfg["crop"]["size"]), np.float32)
+        tab, _ = tabular_matrix([e["tabular"] for e in entries], feature_meta) if entries else (np.zeros((0, len(names)), np.float32), [])
+        y = np.array([classes.index(e["tumour_class"]) for e in entries], dtype=np.int64)
+        return crops, tab, y
+
+    ctr, ttr, ytr = arrays(tr)
+    cva, tva, yva = arrays(va)
+    epochs = 2 if a.quick else int(clf_cfg["epochs"])
+    variants_meta: dict[str, Any] = {}
+    clf_folder = a.out / clf_cfg["name"]
+    results: dict[str, Any] = {}
+    for vname, v in VARIANTS.items():
+        feats = names if v["features"] is None else v["features"]
+        arch = {**clf_cfg["architecture"], "use_image": v["use_image"], "use_tabular": v["use_tabular"],
+                "n_tabular": len(names), "tabular_index": [names.index(f) for f in feats], "n_classes": len(classes)}
+        net, summary = train_variant(arch, ctr, ttr, ytr, epochs=epochs, batch_size=int(clf_cfg["batch_size"]),
+                                     lr=float(clf_cfg["lr"]), seed=int(cohort_cfg["seed"]), log_prefix=vname)
+        auc = _macro_auc(yva, predict(net, cva, tva), len(classes)) if len(yva) else float("nan")
+        print(f"[{vname}] internal validation macro AUC {auc:.3f}", flush=True)
+        ts = export_classifier(net, ctr.shape[1:] if len(ctr) else (2, *clf_cfg["crop"]["size"]), len(names))
+        results[vname] = (ts, arch, summary, auc)
+    from core.models import sha256_of
+    for vname in ("image_only", "clinical_only", "clinical_location"):
+        ts, arch, summary, auc = results[vname]
+        vdir = clf_folder / "variants"
+        vdir.mkdir(parents=True, exist_ok=True)
+        torch.jit.save(ts, str(vdir / f"{vname}.ts"))
+        variants_meta[vname] = {"file": f"variants/{vname}.ts", "sha256": sha256_of(vdir / f"{vname}.ts"),
+                                "architecture": arch, "training": summary,
+                                "internal_validation": {"macro_auc": round(auc, 4)}}
+    ts, arch, summary, auc = results["full"]
+    meta = {"name": clf_cfg["name"], "task": "classification", "description": clf_cfg["description"],
+            "classes": classes, "features": feature_meta, "crop": clf_cfg["crop"], "architecture": arch,
+            "training": summary, "internal_validation": {"macro_auc": round(auc, 4)},
+            "variants": variants_meta, **common}
+    write_model(clf_folder, ts, meta)
+    print(f"all models written to {a.out} in {time.time() - t_start:.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,112 @@
+"""Train one segmentation model (SegResNetDS, DiceCE with deep supervision) from a prepared cache.
+
+Patches of ``metadata['sliding_window']['roi_size']`` (D-H-W voxels on the model grid) are drawn at random,
+two thirds of them centred on a foreground voxel. Left/right flips are not used: the labels are lateral.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.losses import DiceCELoss
+
+from core.networks import build_segmenter
+from core.segment import scale_intensity
+
+
+def _load(cache: Path, name: str, ids: list[str], source_values: list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
+    data = []
+    for cid in ids:
+        z = np.load(cache / f"{cid}.npz")
+        lab = z[f"{name}_lab"]
+        target = np.zeros(lab.shape, np.uint8)
+        for ch, v in enumerate(source_values, start=1):
+            target[lab == v] = ch
+        data.append((z[f"{name}_ct"], target))
+    return data
+
+
+def _patch(ct: np.ndarray, lab: np.ndarray, roi: tuple[int, int, int], rng: np.random.Generator, fg_prob: float
+           ) -> tuple[np.ndarray, np.ndarray]:
+    pad = [(0, max(0, r - s)) for r, s in zip(roi, ct.shape)]
+    if any(p[1] for p in pad):
+        ct = np.pad(ct, pad, constant_values=-1024.0)
+        lab = np.pad(lab, pad)
+    fg = np.argwhere(lab > 0) if rng.random() < fg_prob else np.empty((0, 3))
+    if len(fg):
+        c = fg[rng.integers(len(fg))]
+        start = [int(np.clip(c[i] - roi[i] // 2 + rng.integers(-roi[i] // 4, roi[i] // 4 + 1), 0, ct.shape[i] - roi[i]))
+                 for i in range(3)]
+    else:
+        start = [int(rng.integers(0, ct.shape[i] - roi[i] + 1)) for i in range(3)]
+    sl = tuple(slice(s, s + r) for s, r in zip(start, roi))
+    return ct[sl], lab[sl]
+
+
+def train_segmenter(cache: Path, name: str, ids: list[str], meta: dict[str, Any], *, iterations: int,
+                    batch_size: int = 2, lr: float = 2e-3, seed: int = 0, log_every: int = 25) -> tuple[torch.nn.Module, dict]:
+    """Train and return (model in eval mode, training summary). ``meta`` is the model's metadata draft."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    source_values = [int(lab["source_value"]) for lab in meta["labels"] if int(lab["value"]) > 0]
+    data = _load(cache, name, ids, source_values)
+    roi = tuple(int(v) for v in meta["sliding_window"]["roi_size"])
+    net = build_segmenter(meta["architecture"])
+    net.train()
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-5)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=iterations, pct_start=0.1)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False)
+    t0 = time.time()
+    history = []
+    for it in range(iterations):
+        xs, ys = [], []
+        for _ in range(batch_size):
+            ct, lab = data[int(rng.integers(len(data)))]
+            pc, pl = _patch(ct, lab, roi, rng, fg_prob=0.67)
+            img = scale_intensity(pc, meta["intensity"])
+            img = img * float(rng.uniform(0.9, 1.1)) + float(rng.normal(0, 0.02))  # intensity jitter
+            xs.append(img[None])
+            ys.append(pl[None].astype(np.int64))
+        x = torch.from_numpy(np.stack(xs))
+        y = torch.from_numpy(np.stack(ys))
+        outs = net(x)
+        outs = outs if isinstance(outs, (list, tuple)) else [outs]
+        loss = 0.0
+        for k, o in enumerate(outs):
+            yk = y if o.shape[2:] == y.shape[2:] else torch.nn.functional.interpolate(y.float(), size=o.shape[2:], mode="nearest").long()
+            loss = loss + (0.5 ** k) * loss_fn(o, yk)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        history.append(float(loss))
+        if log_every and (it + 1) % log_every == 0:
+            print(f"[{name}] iter {it + 1}/{iterations} loss {np.mean(history[-log_every:]):.4f} "
+                  f"({time.time() - t0:.0f} s)", flush=True)
+    net.eval()
+    return net, {"iterations": iterations, "batch_size": batch_size, "lr": lr, "seed": seed,
+                 "final_loss": float(np.mean(history[-min(25, len(history)):])), "train_seconds": round(time.time() - t0, 1),
+                 "n_cases": len(ids)}
+
+
+def export_segmenter(net: torch.nn.Module, meta: dict[str, Any]) -> torch.jit.ScriptModule:
+    """TorchScript (traced on one ROI-sized input) of a trained segmenter in eval mode."""
+    roi = tuple(int(v) for v in meta["sliding_window"]["roi_size"])
+    with torch.no_grad():
+        return torch.jit.trace(net.eval(), torch.zeros(1, 1, *roi), check_trace=False)
+
+
+if __name__ == "__main__":  # pragma: no cover - convenience for one model
+    import argparse
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cache", type=Path, required=True)
+    ap.add_argument("--meta", type=Path, required=True)
+    ap.add_argument("--iterations", type=int, default=50)
+    a = ap.parse_args()
+    m = json.loads(a.meta.read_text())
+    idx = json.loads((a.cache / "index.json").read_text())
+    train_segmenter(a.cache, m["name"], [e["case_id"] for e in idx], m, iterations=a.iterations)
