@@ -57,6 +57,7 @@ class LoadedModel:
     module: torch.jit.ScriptModule
     metadata: dict[str, Any]
     device: torch.device
+    folder: Path
 
     @property
     def version(self) -> str:
@@ -101,7 +102,7 @@ def load_model(models_root: Path, name: str, device: torch.device | None = None)
     device = device or pick_device()
     module = torch.jit.load(str(weights), map_location=device)
     module.eval()
-    return LoadedModel(name=name, module=module, metadata=meta, device=device)
+    return LoadedModel(name=name, module=module, metadata=meta, device=device, folder=folder)
 
 
 def write_model(folder: Path, module: torch.jit.ScriptModule, metadata: dict[str, Any]) -> dict[str, Any]:
@@ -116,3 +117,19 @@ def write_model(folder: Path, module: torch.jit.ScriptModule, metadata: dict[str
     meta = {**metadata, "file": MODEL_FILE, "sha256": sha256_of(weights)}
     (folder / METADATA_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     return meta
+
+
+def load_variant(model: LoadedModel, variant: str) -> torch.jit.ScriptModule:
+    """Load an additional TorchScript file listed under ``metadata['variants'][variant]`` (sha256 checked first)."""
+    entry = model.metadata.get("variants", {}).get(variant)
+    if entry is None:
+        raise ModelError(f"model '{model.name}' has no variant '{variant}'")
+    path = model.folder / entry["file"]
+    if not path.is_file():
+        raise ModelError(f"model '{model.name}': variant file {entry['file']} missing")
+    digest = sha256_of(path)
+    if digest != entry["sha256"]:
+        raise ModelError(f"model '{model.name}': sha256 of {entry['file']} does not match its metadata; refusing to load")
+    module = torch.jit.load(str(path), map_location=model.device)
+    module.eval()
+    return module

@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     va = [e for e in tum if e["case_id"] in set(val_ids)]
     names = list(clf_cfg["features"])
     spec = clinical.fit_feature_spec({n: [e["tabular"][n] for e in tr] for n in names}, names)
-    feature_meta = [{**s, **({"encoding": "M=1, F=0"} if s["name"] == "sex" else {})} for s in spec]
+    feature_meta = spec
 
     def arrays(entries: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         crops = np.stack([np.load(cache / e["file"])["crop"] for e in entries]) if entries else np.zeros((0, 2, *clf_cfg["crop"]["size"]), np.float32)

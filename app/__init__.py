@@ -1,0 +1,1 @@
+"""The sacral-tumour MONAI Deploy application (``python -m app -i INPUT -o OUTPUT -m MODELS``)."""

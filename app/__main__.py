@@ -1,0 +1,85 @@
+"""Command line: ``python -m app -i INPUT -o OUTPUT [-m MODELS] [-l LEVEL] [--config APP_YAML]``.
+
+``HOLOSCAN_INPUT_PATH``, ``HOLOSCAN_OUTPUT_PATH`` and ``HOLOSCAN_MODEL_PATH`` are used when an argument is
+absent (arguments win); models default to the repository's ``models/``. Prints the findings in a few lines;
+the exit code is that of ``core.run_state`` (0 for tumour_found / no_tumour / not_applicable).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from app.runtime import preload_cudart, quiet_threads
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m app", description=__doc__.split("\n\n")[0])
+    ap.add_argument("-i", "--input", type=Path, default=os.environ.get("HOLOSCAN_INPUT_PATH"))
+    ap.add_argument("-o", "--output", type=Path, default=os.environ.get("HOLOSCAN_OUTPUT_PATH"))
+    ap.add_argument("-m", "--model", type=Path, default=os.environ.get("HOLOSCAN_MODEL_PATH") or REPO / "models")
+    ap.add_argument("-l", "--log-level", default=os.environ.get("HOLOSCAN_LOG_LEVEL", "INFO"))
+    ap.add_argument("--config", type=Path, default=None, help="app.yaml (default: HOLOSCAN_CONFIG_PATH or app/app.yaml)")
+    a = ap.parse_args(argv)
+    if a.input is None or a.output is None:
+        ap.error("input and output are required (-i/-o or HOLOSCAN_INPUT_PATH/HOLOSCAN_OUTPUT_PATH)")
+    return a
+
+
+def summary(doc: dict) -> str:
+    """A few readable lines for the console (no patient identifiers)."""
+    status = doc.get("status")
+    lines = [f"status: {status}"]
+    if status == "error":
+        lines.append(f"reason: {doc.get('reason')}")
+    if doc.get("predicted_class"):
+        p = doc["probabilities"][doc["predicted_class"]]
+        lines.append(f"predicted tumour type: {doc['predicted_class']} (p = {p:.2f})")
+    t = doc.get("tumour")
+    if t:
+        u, v, w = t["location_hip_frame"]
+        lines.append(f"tumour volume: {t['volume_ml']:.1f} mL; hip-frame location (u, v, w) = ({u:+.2f}, {v:+.2f}, {w:+.2f})")
+    h = doc.get("hip_bone")
+    if h:
+        lines.append(f"hip bones: left {h['left_volume_ml']:.0f} mL, right {h['right_volume_ml']:.0f} mL"
+                     + (" (cut by the scan edge)" if h.get("truncated") else ""))
+    lines += [f"warning: {w}" for w in doc.get("warnings", [])]
+    outs = [v for v in (doc.get("outputs") or {}).values() if v]
+    lines.append("outputs: " + ", ".join(outs + ["result.json"]))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse(argv)
+    logging.basicConfig(level=getattr(logging, str(a.log_level).upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet_threads()
+    preload_cudart()
+    from app.config import load_config
+    from app.app import SacralTumourApp
+    try:
+        config = load_config(a.config)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    app = SacralTumourApp(config=config, input_dir=a.input.resolve(), output_dir=a.output.resolve(),
+                          models_dir=a.model.resolve())
+    app.run()
+    doc = app.outcome.get("document")
+    if doc is None:
+        print("error: the application graph ended without a result", file=sys.stderr)
+        return 1
+    text = summary(doc)
+    if doc["status"] == "error":
+        print(f"error: {doc.get('reason')}", file=sys.stderr)
+    print(text)
+    return int(app.outcome.get("exit_code", 1))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

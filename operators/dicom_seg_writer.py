@@ -1,0 +1,45 @@
+"""Step 8a: DICOM SEG (BINARY) of the non-empty segments, staged for publication.
+
+Not the SDK's DICOMSegmentationWriterOperator: segment codes and laterality come from the models'
+metadata, the SEG must exist only with the other outputs (staged, then published together), and the
+mapping of label values to segment numbers is needed by the SR.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from monai.deploy.core import Fragment
+
+from core.models import read_metadata
+from core.run_state import RunState
+from core.seg_output import build_seg, segment_number_map
+from operators.base import StageOperator
+
+SEG_FILE = "sacral_tumour_seg.dcm"
+
+
+class DicomSegWriterOperator(StageOperator):
+    stage = "write_seg"
+    runs_when_finished = True  # a not_applicable run still gets whatever was segmented
+
+    def __init__(self, fragment: Fragment, *args: Any, models_dir: Path, seg_models: tuple[str, ...],
+                 **kwargs: Any) -> None:
+        self.models_dir, self.seg_models = Path(models_dir), tuple(seg_models)
+        super().__init__(fragment, *args, **kwargs)
+
+    def run(self, state: RunState) -> None:
+        if state.labels is None or not np.any(state.labels.array):
+            return
+        segments = [lab for name in self.seg_models for lab in read_metadata(self.models_dir / name)["labels"]
+                    if int(lab["value"]) > 0]
+        app = state.config["application"]
+        seg = build_seg(state.loaded.datasets, np.ascontiguousarray(state.labels.array), segments,
+                        algorithm_name=app["title"], algorithm_version=str(app["version"]))
+        state.segment_numbers = segment_number_map(seg, segments)
+        path = state.staging() / SEG_FILE
+        seg.save_as(path)
+        state.staged["seg"] = path
+        state.seg_dataset = seg
+

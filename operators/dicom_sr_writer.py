@@ -1,0 +1,27 @@
+"""Step 8b: the coded TID 1500 Comprehensive 3D SR, staged for publication.
+
+Not the SDK's DICOMTextSRWriterOperator, which writes one free-text item (Basic Text SR): the findings here
+are coded measurements that reference the SEG's segments (``core.sr_output``).
+"""
+from __future__ import annotations
+
+from core.run_state import RunState, result_document
+from core.sr_output import build_sr
+from operators.base import StageOperator
+
+SR_FILE = "sacral_tumour_sr.dcm"
+
+
+class DicomSRWriterOperator(StageOperator):
+    stage = "write_sr"
+    runs_when_finished = True  # a not_applicable run gets an SR that says why
+
+    def run(self, state: RunState) -> None:
+        findings = result_document(state, outputs={})
+        findings["segment_numbers"] = dict(state.segment_numbers)
+        app = state.config["application"]
+        sr = build_sr(state.loaded.datasets, state.seg_dataset, findings,
+                      algorithm_name=app["title"], algorithm_version=str(app["version"]))
+        path = state.staging() / SR_FILE
+        sr.save_as(path)
+        state.staged["sr"] = path

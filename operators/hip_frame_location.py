@@ -1,0 +1,30 @@
+"""Step 5: locate the tumour in the hip-bone reference frame (definition: ``core/hip_frame.py``)."""
+from __future__ import annotations
+
+from core import hip_frame
+from core.run_state import RunState
+from operators.base import StageOperator
+
+HIP_LEFT, HIP_RIGHT, TUMOUR = 1, 2, 3
+
+
+class HipFrameLocationOperator(StageOperator):
+    stage = "hip_frame_location"
+
+    def run(self, state: RunState) -> None:
+        labels = state.labels
+        min_ml = float(state.config.get("analysis", {}).get("min_tumour_volume_ml", 0.5))
+        tumour_ml = float((labels.array == TUMOUR).sum() * labels.voxel_volume_ml)
+        if tumour_ml < min_ml:
+            state.status = "no_tumour"
+            return
+        try:
+            frame = hip_frame.hip_frame_from_labels(labels, HIP_LEFT, HIP_RIGHT)
+        except hip_frame.HipFrameError as e:
+            state.warn(f"not applicable: {e}")
+            state.status = "not_applicable"
+            return
+        loc = hip_frame.tumour_location(labels, TUMOUR, frame)
+        state.tumour = {"volume_ml": round(tumour_ml, 3),
+                        **{k: [round(float(x), 4) for x in v] for k, v in loc.items()}}
+        state.status = "tumour_found"

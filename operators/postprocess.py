@@ -1,0 +1,40 @@
+"""Step 4: merge the two segmentations and keep the largest connected component of each structure.
+
+Also decides ``not_applicable`` when a hip bone is missing (no pelvis in the field of view) and reports a hip
+bone cut by the edge of the scan.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from core import hip_frame
+from core.postprocess import keep_largest_per_label
+from core.run_state import RunState
+from operators.base import StageOperator
+
+HIP_LEFT, HIP_RIGHT, TUMOUR = 1, 2, 3
+
+
+class LargestComponentOperator(StageOperator):
+    stage = "postprocess"
+    inputs = ("hip", "tumour")
+
+    def run(self, state: RunState) -> None:
+        ct = state.loaded.volume
+        labels = np.where(state.hip_labels > 0, state.hip_labels, 0).astype(np.uint8)
+        labels[state.tumour_labels == TUMOUR] = TUMOUR
+        labels = keep_largest_per_label(labels, (HIP_LEFT, HIP_RIGHT, TUMOUR))
+        state.labels = ct.with_array(labels)
+        state.hip_labels = state.tumour_labels = None  # free memory
+        vox = ct.voxel_volume_ml
+        left, right = (float((labels == v).sum() * vox) for v in (HIP_LEFT, HIP_RIGHT))
+        min_ml = float(state.config.get("analysis", {}).get("min_hip_bone_volume_ml", 5.0))
+        truncated = hip_frame.hip_bone_truncated(state.labels, (HIP_LEFT, HIP_RIGHT)) if (left or right) else False
+        state.hip_bone = {"left_volume_ml": round(left, 2), "right_volume_ml": round(right, 2), "truncated": truncated}
+        if left < min_ml or right < min_ml:
+            missing = " and ".join(s for s, v in (("left", left), ("right", right)) if v < min_ml)
+            state.warn(f"not applicable: no {missing} hip bone in the field of view (< {min_ml:g} mL segmented)")
+            state.status = "not_applicable"
+        elif truncated:
+            faces = ", ".join(hip_frame.truncated_faces(state.labels, (HIP_LEFT, HIP_RIGHT)))
+            state.warn(f"hip bone cut by the edge of the scan ({faces}): the hip-frame location is approximate")

@@ -1,0 +1,86 @@
+"""Step 9: write result.json and publish all outputs together, or nothing partial.
+
+Staged files are copied into the output folder under a hidden ``.partial`` name and renamed (atomic on one
+file system); ``result.json`` is renamed last. On any write failure every file of this run is removed from
+the output folder and the run ends with exit code 4. This operator also runs after an error, to write
+``result.json`` with status ``error`` and its reason.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from monai.deploy.core import Fragment
+
+from core.run_state import EXIT_OUTPUT, RunState, result_document
+from operators.base import StageOperator
+
+log = logging.getLogger("sacral_tumour")
+RESULT_FILE = "result.json"
+
+
+def publish(files: dict[str, Path], out_dir: Path) -> None:
+    """Copy ``{final name: staged path}`` into ``out_dir`` atomically per file; all or nothing.
+
+    Raises OSError after removing whatever it had written.
+    """
+    written: list[Path] = []
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for name, src in files.items():
+            final = out_dir / name
+            partial = out_dir / f".{name}.partial"
+            written.append(partial)
+            shutil.copyfile(src, partial)
+            with open(partial, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(partial, final)
+            written.append(final)
+    except OSError:
+        for p in written:
+            try:
+                p.unlink()
+            except OSError:
+                pass
+        raise
+
+
+class ResultPublisherOperator(StageOperator):
+    stage = "publish"
+    runs_when_finished = True
+
+    def __init__(self, fragment: Fragment, *args: Any, outcome: dict[str, Any], **kwargs: Any) -> None:
+        self.outcome = outcome
+        super().__init__(fragment, *args, **kwargs)
+
+    def compute(self, op_input: Any, op_output: Any, context: Any) -> None:
+        state: RunState = self.receive_state(op_input)
+        self.run(state)
+
+    def setup(self, spec: Any) -> None:
+        spec.input("state")
+
+    def run(self, state: RunState) -> None:
+        outputs: dict[str, str | None] = {"seg": None, "sr": None}
+        files: dict[str, Path] = {}
+        if state.status != "error":
+            for key in ("seg", "sr"):
+                if key in state.staged:
+                    outputs[key] = state.staged[key].name
+                    files[state.staged[key].name] = state.staged[key]
+        doc = result_document(state, outputs)
+        staging = state.staging()
+        (staging / RESULT_FILE).write_text(json.dumps(doc, indent=2) + "\n")
+        files[RESULT_FILE] = staging / RESULT_FILE
+        try:
+            publish(files, state.output_dir)
+        except OSError as e:
+            state.fail(f"cannot write the outputs: {e.strerror or type(e).__name__}", EXIT_OUTPUT)
+            doc = result_document(state, {"seg": None, "sr": None})
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        self.outcome.update(document=doc, exit_code=state.exit_code)
