@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     a = parse(argv)
     logging.basicConfig(level=getattr(logging, str(a.log_level).upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("highdicom").setLevel(max(logging.WARNING, logging.getLogger().level))
     quiet_threads()
     preload_cudart()
     from app.config import load_config
