@@ -1,0 +1,628 @@
+"""DICOM input: scan a study folder (headers only), and build the CT volume of one selected series.
+
+Why not the SDK's ``DICOMDataLoaderOperator`` -> ``DICOMSeriesSelectorOperator`` -> ``DICOMSeriesToVolumeOperator``:
+
+* the loader reads the pixel data of *every* file in the input (localizers, other series, other studies),
+  although only one series is used; :func:`scan_folder` reads headers only and :func:`load_volume` decodes
+  pixels of the selected series only;
+* its selector matches attributes by regex but cannot *prefer* (noncontrast over contrast-enhanced, soft-tissue
+  kernel over bone kernel, thinner slices, ...) and says nothing about why a series was not taken;
+  :func:`core.series_selection.select_series` ranks, and reports a reason for every rejection;
+* its series-to-volume step trusts slice order and geometry: no check of gantry tilt, missing or duplicate
+  slices, non-uniform spacing or inconsistent orientation/size. :func:`load_volume` sorts slices by their
+  position along the slice normal (never by file name or InstanceNumber) and refuses geometry it cannot
+  represent with one affine, with a one-line, identifier-free :class:`InputError`.
+
+Pixel decoding is pydicom 3's: native little/big endian and RLE built in, JPEG 2000 via pylibjpeg-openjpeg,
+JPEG lossless (process 14) via pylibjpeg-libjpeg, JPEG-LS via pyjpegls (installed with highdicom). HU =
+stored value x RescaleSlope + RescaleIntercept per slice, in float32.
+
+Volumes follow ``core.volume``: ``array`` D-H-W float32 HU, ``affine`` (d, h, w, 1) -> LPS mm, ``d`` along
+``cross(row_dir, col_dir)`` of ImageOrientationPatient, i.e. towards the head for a standard axial series.
+
+Enhanced (multi-frame) CT is deliberately **rejected** (selection reason / ``InputError`` code
+``enhanced_ct_unsupported``): per-frame functional groups (plane position, orientation, pixel measures,
+rescale per frame) would need a second geometry path that the validated pipeline never sees; sites export
+classic CT Image Storage by default, and the reason tells the user to do so.
+
+Anonymised files with an empty SeriesInstanceUID (seen in real vendor exports) are grouped by a synthetic key
+(study, frame of reference, series number and description, modality, SOP class, image size); empty
+SOPClassUID / SOPInstanceUID are taken from the file meta information (identical by definition).
+
+Series-selection and volume-check rules are configuration (``app.yaml`` key ``series_selection:``);
+:data:`DEFAULT_RULES` holds the defaults and :func:`merge_rules` fills/validates a partial dict.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import math
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.pixels import pixel_array
+from pydicom.uid import UID
+
+from core.volume import Volume, affine_from_dicom
+
+log = logging.getLogger(__name__)
+
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+ENHANCED_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
+LEGACY_ENHANCED_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2.2"
+
+#: Defaults of the ``series_selection:`` section of app.yaml (plain YAML types only).
+DEFAULT_RULES: dict[str, Any] = {
+    # hard criteria: a series failing any of them is rejected with the reason
+    "modalities": ["CT"],
+    "sop_class_uids": [CT_IMAGE_STORAGE],
+    "image_type_required": ["ORIGINAL", "PRIMARY"],
+    "image_type_forbidden": ["LOCALIZER"],
+    "orientation": "axial",               # axial | coronal | sagittal | any
+    "orientation_tolerance_deg": 10.0,    # angle between slice normal and the axis
+    "slice_thickness_mm": [0.5, 6.0],     # inclusive; a series without SliceThickness is not rejected
+    "slice_count": [20, 2000],            # inclusive
+    "contrast": {
+        # avoid: contrast-enhanced series used only when nothing else qualifies (with a warning);
+        # reject: never used; allow: no preference
+        "policy": "avoid",
+        # ContrastBolusAgent/Route/Ingredient values that mean "no contrast" (upper-cased, stripped)
+        "negative_values": ["", "NONE", "NO", "N", "NIL", "N/A", "NA", "NO CONTRAST", "NON-CONTRAST", "0"],
+    },
+    # preferences among qualifying series, applied in this order
+    "kernel": {
+        "prefer": "soft",                 # soft | sharp | none
+        # regular expressions (case-insensitive, searched in the first ConvolutionKernel value)
+        "sharp_patterns": ["BONE", "LUNG", "EDGE", "SHARP", "DETAIL", "^[A-Z]{1,2}[5-9][0-9]",
+                           "^FC[3-9][0-9]", "^(YD|YE|D|E|L)$"],
+        "soft_patterns": ["STANDARD", "STND", "SOFT", "BODY", "^[A-Z]{1,2}[0-4][0-9]", "^FC[0-2][0-9]",
+                          "^(A|B|C|UB|YA|YB|YC)$"],
+    },
+    "preferred_slice_thickness_mm": [0.5, 3.0],  # inside beats outside; then thinner; then more slices
+    # several studies in the input: take the best qualifying series over all, warn about the others
+    "multiple_studies": "best_overall",
+    # volume construction checks (load_volume)
+    "volume": {
+        "orientation_tolerance": 1.0e-3,   # max |difference| between IOP components within a series
+        "pixel_spacing_tolerance_mm": 1.0e-3,
+        "duplicate_tolerance_mm": 0.01,    # positions closer than this are the same slice
+        "max_gap_factor": 1.5,             # a spacing > factor x median spacing = missing slices
+        "max_spacing_variation": 0.10,     # (max - min) / median spacing
+        "max_tilt_deg": 0.5,               # slice positions vs slice normal
+        "max_inplane_deviation_px": 0.5,   # positions off the straight stack line, in pixels
+    },
+}
+
+
+class InputError(Exception):
+    """Unusable input. ``code``: short slug for programs; ``reason``: one line for people, no identifiers."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def merge_rules(rules: dict[str, Any] | None) -> dict[str, Any]:
+    """Deep-merge a (partial) rules dict over :data:`DEFAULT_RULES`; unknown keys raise ``ValueError``."""
+
+    def merge(base: dict[str, Any], over: dict[str, Any], path: str) -> dict[str, Any]:
+        out = copy.deepcopy(base)
+        for k, v in over.items():
+            if k not in base:
+                raise ValueError(f"unknown series_selection rule '{path}{k}'")
+            if isinstance(base[k], dict):
+                if not isinstance(v, dict):
+                    raise ValueError(f"series_selection rule '{path}{k}' must be a mapping")
+                out[k] = merge(base[k], v, f"{path}{k}.")
+            else:
+                out[k] = copy.deepcopy(v)
+        return out
+
+    return merge(DEFAULT_RULES, dict(rules or {}), "")
+
+
+# ----------------------------------------------------------------------------------------------- scanning
+
+@dataclass
+class SeriesInfo:
+    """Summary of one series from headers only (no pixel data read).
+
+    ``orientation`` is 'axial' | 'coronal' | 'sagittal' | 'oblique' (10 degree tolerance) or 'unknown'
+    (no ImageOrientationPatient). ``key`` is the SeriesInstanceUID, or a synthetic ``nouid-...`` key when the
+    UID is empty. ``header`` is the first file's header reduced to the scanned tags. ``contrast`` is True when any
+    file has a ContrastBolusAgent/Route/Ingredient value (all distinct values in ``contrast_values``) other
+    than the default "no contrast" values.
+    """
+
+    study_instance_uid: str
+    series_instance_uid: str
+    modality: str
+    sop_class_uid: str
+    image_type: tuple[str, ...]
+    description: str
+    n_files: int
+    files: list[Path]
+    slice_thickness_mm: float | None
+    contrast: bool
+    orientation: str
+    convolution_kernel: str
+    multiframe: bool
+    header: Dataset
+    key: str = ""
+    series_number: int | None = None
+    n_frames: int = 0
+    contrast_values: tuple[str, ...] = ()
+
+    @property
+    def n_slices(self) -> int:
+        """Number of image planes: frames of a multi-frame object, else files."""
+        return self.n_frames if self.multiframe else self.n_files
+
+
+@dataclass
+class StudyScan:
+    """What :func:`scan_folder` found. ``non_dicom``: ignored files; ``unreadable``: corrupted/truncated DICOM."""
+
+    series: list[SeriesInfo]
+    unreadable: list[Path] = field(default_factory=list)
+    non_dicom: list[Path] = field(default_factory=list)
+
+    @property
+    def study_uids(self) -> list[str]:
+        return sorted({s.study_instance_uid for s in self.series})
+
+
+_SCAN_TAGS = [
+    "SOPClassUID", "SOPInstanceUID", "Modality", "StudyInstanceUID", "SeriesInstanceUID", "SeriesNumber",
+    "SeriesDescription", "ImageType", "SliceThickness", "ContrastBolusAgent", "ContrastBolusRoute",
+    "ContrastBolusIngredient", "ImageOrientationPatient", "ImagePositionPatient", "ConvolutionKernel",
+    "NumberOfFrames", "Rows", "Columns", "PixelSpacing", "FrameOfReferenceUID", "BitsAllocated",
+    "SamplesPerPixel", "PixelRepresentation", "AcquisitionNumber", "BodyPartExamined",
+]
+
+
+def _str(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, (list, tuple, pydicom.multival.MultiValue)):
+        return "\\".join(str(x) for x in v)
+    return str(v).strip()
+
+
+def _float_or_none(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def classify_orientation(iop: Any, tolerance_deg: float = 10.0) -> str:
+    """'axial' | 'coronal' | 'sagittal' | 'oblique' from ImageOrientationPatient; 'unknown' if absent/invalid."""
+    try:
+        v = np.asarray([float(x) for x in iop], dtype=float)
+    except (TypeError, ValueError):
+        return "unknown"
+    if v.shape != (6,):
+        return "unknown"
+    n = np.cross(v[:3], v[3:])
+    norm = np.linalg.norm(n)
+    if norm < 1e-6:
+        return "unknown"
+    n = np.abs(n / norm)
+    cos_tol = math.cos(math.radians(tolerance_deg))
+    for axis, name in ((2, "axial"), (1, "coronal"), (0, "sagittal")):
+        if n[axis] >= cos_tol:
+            return name
+    return "oblique"
+
+
+def _contrast_values(ds: Dataset) -> set[str]:
+    """Non-empty ContrastBolusAgent/Route/Ingredient values, upper-cased."""
+    vals = {_str(ds.get(kw)).upper() for kw in ("ContrastBolusAgent", "ContrastBolusRoute", "ContrastBolusIngredient")}
+    return vals - {""}
+
+
+def is_contrast(values: Any, negative_values: list[str]) -> bool:
+    """True if any contrast attribute value is not one of the "no contrast" values."""
+    neg = {x.strip().upper() for x in negative_values}
+    return any(v not in neg for v in values)
+
+
+def _looks_like_dicom(path: Path) -> tuple[bool, bool]:
+    """(is DICOM with preamble, might be DICOM without preamble)."""
+    with open(path, "rb") as fp:
+        head = fp.read(132)
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        return True, False
+    # no preamble: a little-endian dataset starting with a group 0002 or 0008 element
+    return False, len(head) >= 8 and head[:2] in (b"\x02\x00", b"\x08\x00")
+
+
+def _pixel_data_problem(fp: Any, ds: Dataset, file_size: int) -> str | None:
+    """After a ``stop_before_pixels`` read (``fp`` at the pixel data element), check it is complete.
+
+    Walks encapsulated fragments with seeks only; never reads pixel bytes.
+    """
+    pos = fp.tell()
+    if pos > file_size:  # pydicom returns a partial header for files cut inside an element
+        return "truncated header"
+    if pos == file_size:  # no pixel data: fine for SR & co, not for an image
+        sop = _sop_class(ds)
+        if "Rows" in ds or "Image Storage" in UID(sop).name or sop == "1.2.840.10008.5.1.4.1.1.66.4":
+            return "image without pixel data (truncated?)"
+        return None
+    try:
+        implicit, little = ds.original_encoding
+    except Exception:  # pragma: no cover - pydicom always sets it after a read
+        return None
+    if implicit is None or little is None:
+        return None
+    tsuid = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if tsuid is not None and UID(tsuid).is_deflated:
+        return None
+    end = "<" if little else ">"
+    hdr = fp.read(8)
+    if len(hdr) < 8:
+        return "truncated before pixel data"
+    group, elem = struct.unpack(end + "HH", hdr[:4])
+    if (group, elem) != (0x7FE0, 0x0010):
+        return None
+    if implicit:
+        length = struct.unpack(end + "L", hdr[4:8])[0]
+        start = pos + 8
+    else:
+        ext = fp.read(4)
+        if len(ext) < 4:
+            return "truncated in pixel data header"
+        length = struct.unpack(end + "L", ext)[0]
+        start = pos + 12
+    if length != 0xFFFFFFFF:
+        if start + length > file_size:
+            return "pixel data truncated"
+        rows, cols = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
+        bits = int(ds.get("BitsAllocated") or 0)
+        spp = int(ds.get("SamplesPerPixel") or 1)
+        frames = int(_float_or_none(ds.get("NumberOfFrames")) or 1)
+        expected = rows * cols * spp * frames * bits
+        expected = (expected + 7) // 8
+        if length < expected:
+            return "pixel data shorter than the image size"
+        return None
+    # encapsulated: items (FFFE,E000) until the sequence delimiter (FFFE,E0DD)
+    fp.seek(start)
+    while True:
+        item = fp.read(8)
+        if len(item) < 8:
+            return "encapsulated pixel data truncated"
+        g, e, ln = struct.unpack(end + "HHL", item)
+        if (g, e) == (0xFFFE, 0xE0DD):
+            return None
+        if (g, e) != (0xFFFE, 0xE000) or ln == 0xFFFFFFFF:
+            return "encapsulated pixel data corrupted"
+        if fp.tell() + ln > file_size:
+            return "encapsulated pixel data truncated"
+        fp.seek(ln, os.SEEK_CUR)
+
+
+def _read_scan_header(path: Path, preamble: bool) -> Dataset:
+    """Header of the scanned tags; raises on unreadable/truncated files."""
+    size = path.stat().st_size
+    with open(path, "rb") as fp:
+        ds = pydicom.dcmread(fp, stop_before_pixels=True, specific_tags=list(_SCAN_TAGS), force=not preamble)
+        problem = _pixel_data_problem(fp, ds, size)
+    if problem:
+        raise ValueError(problem)
+    return ds
+
+
+def _sop_class(ds: Dataset) -> str:
+    uid = _str(ds.get("SOPClassUID"))
+    if not uid:
+        uid = _str(getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", ""))
+    return uid
+
+
+def _group_key(ds: Dataset) -> str:
+    uid = _str(ds.get("SeriesInstanceUID"))
+    if uid:
+        return uid
+    parts = [_str(ds.get(k)) for k in ("StudyInstanceUID", "FrameOfReferenceUID", "SeriesNumber",
+                                       "SeriesDescription", "Modality", "Rows", "Columns")]
+    parts.append(_sop_class(ds))
+    return "nouid-" + hashlib.sha1("|".join(parts).encode("utf-8", "replace")).hexdigest()[:16]
+
+
+def scan_folder(root: Path | str) -> StudyScan:
+    """Recursively summarise the DICOM series under ``root`` from headers only (no pixel data is read).
+
+    Non-DICOM files are ignored (listed in ``non_dicom``); DICOM files that cannot be parsed or whose pixel
+    data is truncated are listed in ``unreadable``. Series are ordered by study, series number, key.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise InputError("no_input", "input folder does not exist")
+    paths: list[Path] = []
+    if root.is_file():
+        paths = [root]
+    else:
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            paths.extend(Path(dirpath) / f for f in sorted(filenames))
+    groups: dict[str, list[tuple[Path, Dataset]]] = {}
+    unreadable: list[Path] = []
+    non_dicom: list[Path] = []
+    for p in paths:
+        try:
+            preamble, maybe = _looks_like_dicom(p)
+        except OSError:
+            unreadable.append(p)
+            continue
+        if not preamble and not maybe:
+            non_dicom.append(p)
+            continue
+        try:
+            ds = _read_scan_header(p, preamble)
+        except Exception:
+            (unreadable if preamble else non_dicom).append(p)
+            continue
+        if not _sop_class(ds) and "Modality" not in ds:
+            (unreadable if preamble else non_dicom).append(p)
+            continue
+        groups.setdefault(_group_key(ds), []).append((p, ds))
+
+    neg = DEFAULT_RULES["contrast"]["negative_values"]
+    series: list[SeriesInfo] = []
+    for key, items in groups.items():
+        h = items[0][1]
+        frames = int(_float_or_none(h.get("NumberOfFrames")) or 1)
+        sop = _sop_class(h)
+        multiframe = frames > 1 or sop in (ENHANCED_CT_IMAGE_STORAGE, LEGACY_ENHANCED_CT_IMAGE_STORAGE)
+        kernel = h.get("ConvolutionKernel")
+        kernel_s = _str(kernel[0] if isinstance(kernel, pydicom.multival.MultiValue) and len(kernel) else kernel)
+        sn = _float_or_none(h.get("SeriesNumber"))
+        agents = tuple(sorted(set().union(*(_contrast_values(d) for _, d in items))))
+        series.append(SeriesInfo(
+            study_instance_uid=_str(h.get("StudyInstanceUID")),
+            series_instance_uid=_str(h.get("SeriesInstanceUID")),
+            modality=_str(h.get("Modality")).upper(),
+            sop_class_uid=sop,
+            image_type=tuple(x.strip().upper() for x in _str(h.get("ImageType")).split("\\") if x.strip()),
+            description=_str(h.get("SeriesDescription")),
+            n_files=len(items),
+            files=[p for p, _ in items],
+            slice_thickness_mm=_float_or_none(h.get("SliceThickness")),
+            contrast=is_contrast(agents, neg),
+            orientation=classify_orientation(h.get("ImageOrientationPatient")),
+            convolution_kernel=kernel_s,
+            multiframe=multiframe,
+            header=h,
+            key=key,
+            series_number=int(sn) if sn is not None else None,
+            n_frames=frames * len(items) if multiframe else 0,
+            contrast_values=agents,
+        ))
+    series.sort(key=lambda s: (s.study_instance_uid, s.series_number if s.series_number is not None else 1 << 30,
+                               s.key))
+    log.info("scanned %d files: %d series, %d unreadable, %d non-DICOM", len(paths), len(series),
+             len(unreadable), len(non_dicom))
+    return StudyScan(series=series, unreadable=unreadable, non_dicom=non_dicom)
+
+
+# ------------------------------------------------------------------------------------------ volume loading
+
+@dataclass
+class LoadedSeries:
+    """The selected series as a volume.
+
+    ``volume``: float32 HU, D-H-W, affine (d, h, w, 1) -> LPS mm. ``datasets``: full headers without pixel
+    data, in the same ``d`` order (for SEG/SR references). ``warnings``: one line each, no identifiers.
+    """
+
+    volume: Volume
+    datasets: list[Dataset]
+    warnings: list[str]
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.3g}"
+
+
+def _vec(ds: Dataset, kw: str, n: int) -> np.ndarray:
+    v = ds.get(kw)
+    try:
+        arr = np.asarray([float(x) for x in v], dtype=float)
+    except (TypeError, ValueError):
+        arr = np.zeros(0)
+    if arr.shape != (n,) or not np.all(np.isfinite(arr)):
+        raise InputError("missing_geometry", f"a slice has no valid {kw}")
+    return arr
+
+
+def load_volume(series: SeriesInfo, rules: dict[str, Any] | None = None) -> LoadedSeries:
+    """Decode the pixel data of ``series`` into a float32 HU volume (see module docstring for the checks).
+
+    Slices are sorted by ImagePositionPatient projected on ``cross(row_dir, col_dir)``; ``d`` increases along
+    that normal. The slice spacing of the affine is (last - first position) / (slices - 1) in mm.
+    Raises :class:`InputError` for geometry that one affine cannot represent.
+    """
+    vr = merge_rules(rules)["volume"]
+    warnings: list[str] = []
+    if series.multiframe or series.sop_class_uid in (ENHANCED_CT_IMAGE_STORAGE, LEGACY_ENHANCED_CT_IMAGE_STORAGE):
+        raise InputError("enhanced_ct_unsupported",
+                         "Enhanced (multi-frame) CT is not supported: export the series as CT Image Storage")
+    if not series.files:
+        raise InputError("empty_series", "the series has no files")
+
+    # pass 1: full headers, no pixels; all geometry checks before any decoding
+    headers: list[Dataset] = []
+    for f in series.files:
+        try:
+            headers.append(pydicom.dcmread(f, stop_before_pixels=True))
+        except Exception as exc:
+            raise InputError("unreadable_file", f"a file of the series cannot be read ({type(exc).__name__})")
+
+    iops = np.stack([_vec(d, "ImageOrientationPatient", 6) for d in headers])
+    if np.max(np.abs(iops - iops[0])) > vr["orientation_tolerance"]:
+        raise InputError("inconsistent_orientation", "slices of the series have different ImageOrientationPatient")
+    row, col = iops[0, :3], iops[0, 3:]
+    if abs(np.linalg.norm(row) - 1) > 1e-2 or abs(np.linalg.norm(col) - 1) > 1e-2 or abs(row @ col) > 1e-2:
+        raise InputError("invalid_orientation", "ImageOrientationPatient is not two orthogonal unit vectors")
+    row, col = row / np.linalg.norm(row), col / np.linalg.norm(col)
+    normal = np.cross(row, col)
+    normal /= np.linalg.norm(normal)
+
+    sizes = {(int(d.get("Rows") or 0), int(d.get("Columns") or 0)) for d in headers}
+    if len(sizes) != 1:
+        raise InputError("inconsistent_dimensions", f"slices have different sizes: {sorted(sizes)}")
+    rows, cols = sizes.pop()
+    if rows < 1 or cols < 1:
+        raise InputError("missing_geometry", "slices have no Rows/Columns")
+    ps = np.stack([_vec(d, "PixelSpacing", 2) for d in headers])
+    if np.max(np.abs(ps - ps[0])) > vr["pixel_spacing_tolerance_mm"]:
+        raise InputError("inconsistent_pixel_spacing", "slices of the series have different PixelSpacing")
+    if np.any(ps[0] <= 0):
+        raise InputError("missing_geometry", "PixelSpacing is not positive")
+    for d in headers:
+        if int(d.get("SamplesPerPixel") or 1) != 1:
+            raise InputError("not_greyscale", "the series is not greyscale (SamplesPerPixel != 1)")
+
+    ipp = np.stack([_vec(d, "ImagePositionPatient", 3) for d in headers])
+    proj = ipp @ normal
+    sop_uids = [_str(d.get("SOPInstanceUID")) for d in headers]
+    order = sorted(range(len(headers)), key=lambda i: (proj[i], sop_uids[i], str(series.files[i])))
+
+    # group coincident positions (duplicates)
+    slots: list[list[int]] = []
+    for i in order:
+        if slots and abs(proj[i] - proj[slots[-1][0]]) < vr["duplicate_tolerance_mm"]:
+            slots[-1].append(i)
+        else:
+            slots.append([i])
+    firsts = [s[0] for s in slots]
+    n = len(slots)
+    if n < 2:
+        raise InputError("too_few_slices", f"the series has {n} distinct slice position(s)")
+    u_ipp, u_proj = ipp[firsts], proj[firsts]
+
+    # gantry tilt / positions off the stack line
+    span_vec = u_ipp[-1] - u_ipp[0]
+    span = float(span_vec @ normal)
+    offset = float(np.linalg.norm(span_vec - span * normal))
+    tilt = math.degrees(math.atan2(offset, span))
+    if tilt > vr["max_tilt_deg"]:
+        raise InputError("gantry_tilt", f"slice positions deviate {tilt:.1f} degrees from the slice normal "
+                         "(gantry tilt): resample to an orthogonal grid first")
+    t = (u_proj - u_proj[0]) / span
+    resid = np.linalg.norm(u_ipp - (u_ipp[0] + t[:, None] * span_vec), axis=1)
+    if resid.max() > vr["max_inplane_deviation_px"] * float(ps[0].min()):
+        raise InputError("inconsistent_positions",
+                         f"slice positions leave the stack line by up to {_fmt(float(resid.max()))} mm")
+
+    diffs = np.diff(u_proj)
+    med = float(np.median(diffs))
+    big = diffs > vr["max_gap_factor"] * med
+    if big.any():
+        g = float(diffs[big].max())
+        raise InputError("missing_slices", f"missing slices: gap of {_fmt(g)} mm where the slice spacing is "
+                         f"{_fmt(med)} mm ({int(big.sum())} gap(s))")
+    variation = float((diffs.max() - diffs.min()) / med)
+    if variation > vr["max_spacing_variation"]:
+        raise InputError("non_uniform_spacing", f"non-uniform slice spacing: {_fmt(float(diffs.min()))} to "
+                         f"{_fmt(float(diffs.max()))} mm")
+    spacing = span / (n - 1)
+
+    # pass 2: decode pixels in d order, straight into the float32 volume
+    vol = np.empty((n, rows, cols), dtype=np.float32)
+    missing_rescale = False
+    n_dropped = 0
+    for k, members in enumerate(slots):
+        first_hu: np.ndarray | None = None
+        for i in members:
+            hu, no_rescale = _decode_hu(series.files[i], headers[i], rows, cols)
+            missing_rescale |= no_rescale
+            if first_hu is None:
+                first_hu = hu
+                vol[k] = hu
+            elif np.array_equal(hu, first_hu):
+                n_dropped += 1
+            else:
+                raise InputError("conflicting_duplicates",
+                                 f"two slices at the same position ({_fmt(float(proj[i]))} mm along the normal) "
+                                 "have different pixel data")
+    if n_dropped:
+        warnings.append(f"{n_dropped} duplicate slice(s) with identical pixel data dropped")
+    if missing_rescale:
+        warnings.append("RescaleSlope/RescaleIntercept absent: stored values taken as HU")
+    rtypes = {_str(headers[i].get("RescaleType")).upper() for i in firsts} - {"", "HU"}
+    if rtypes:
+        warnings.append(f"RescaleType {'/'.join(sorted(rtypes))} instead of HU")
+
+    datasets = [headers[i] for i in firsts]
+    for i, d in zip(firsts, datasets):  # fill empty SOP UIDs from the file meta (identical by definition)
+        fm = getattr(d, "file_meta", None)
+        if not _str(d.get("SOPClassUID")) and fm is not None and fm.get("MediaStorageSOPClassUID"):
+            d.SOPClassUID = fm.MediaStorageSOPClassUID
+        if not _str(d.get("SOPInstanceUID")) and fm is not None and fm.get("MediaStorageSOPInstanceUID"):
+            d.SOPInstanceUID = fm.MediaStorageSOPInstanceUID
+    if not series.series_instance_uid:
+        warnings.append("series has no SeriesInstanceUID")
+
+    affine = affine_from_dicom(u_ipp[0], row, col, normal, (float(ps[0, 0]), float(ps[0, 1])), spacing)
+    meta = {
+        "series_instance_uid": series.series_instance_uid,
+        "study_instance_uid": series.study_instance_uid,
+        "series_key": series.key,
+        "frame_of_reference_uid": _str(datasets[0].get("FrameOfReferenceUID")),
+        "sop_instance_uids": [_str(d.get("SOPInstanceUID")) for d in datasets],
+        "modality": series.modality,
+        "slice_thickness_mm": series.slice_thickness_mm,
+        "slice_spacing_mm": spacing,
+        "pixel_spacing_mm": (float(ps[0, 0]), float(ps[0, 1])),
+        "contrast": series.contrast,
+        "convolution_kernel": series.convolution_kernel,
+        "units": "HU",
+        "warnings": list(warnings),
+    }
+    log.info("loaded series: %d slices %dx%d, spacing %.3g mm, %d warning(s)", n, rows, cols, spacing,
+             len(warnings))
+    return LoadedSeries(volume=Volume(vol, affine, meta), datasets=datasets, warnings=warnings)
+
+
+def _decode_hu(path: Path, header: Dataset, rows: int, cols: int) -> tuple[np.ndarray, bool]:
+    """One slice in HU (float32, H-W) and whether the rescale attributes were absent."""
+    try:
+        arr = pixel_array(path)
+    except Exception as exc:
+        ts = getattr(getattr(header, "file_meta", None), "TransferSyntaxUID", None)
+        name = UID(ts).name if ts else "unknown transfer syntax"
+        raise InputError("decode_failed", f"cannot decode pixel data ({name}): {type(exc).__name__}")
+    if arr.shape != (rows, cols):
+        raise InputError("inconsistent_dimensions", f"decoded slice is {arr.shape}, header says {(rows, cols)}")
+    slope = _float_or_none(header.get("RescaleSlope"))
+    inter = _float_or_none(header.get("RescaleIntercept"))
+    missing = slope is None or inter is None
+    slope = 1.0 if slope is None or slope == 0 else slope
+    inter = 0.0 if inter is None else inter
+    hu = arr.astype(np.float32)
+    if slope != 1.0:
+        hu *= np.float32(slope)
+    if inter != 0.0:
+        hu += np.float32(inter)
+    return hu, missing
+
+
+def __getattr__(name: str) -> Any:  # one-stop API without an import cycle (PEP 562)
+    if name in ("Selection", "select_series"):
+        from core import series_selection
+        return getattr(series_selection, name)
+    raise AttributeError(name)
+
