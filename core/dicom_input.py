@@ -626,3 +626,19 @@ def __getattr__(name: str) -> Any:  # one-stop API without an import cycle (PEP 
         return getattr(series_selection, name)
     raise AttributeError(name)
 
+
+
+def ensure_reference_uids(datasets: list[Dataset], key: str) -> list[str]:
+    """Fill empty Study/Series/FrameOfReference UIDs of ``datasets`` (in memory only) with UIDs derived from
+    the series ``key``, so that derived objects (SEG, SR) can reference them. Returns warnings (one line each).
+    """
+    from pydicom.uid import generate_uid
+
+    warnings = []
+    for kw in ("StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID"):
+        if not str(datasets[0].get(kw, "") or "").strip():
+            uid = generate_uid(entropy_srcs=[key, kw])
+            for ds in datasets:
+                setattr(ds, kw, uid)
+            warnings.append(f"source series has no {kw}: a derived UID is used in the outputs")
+    return warnings

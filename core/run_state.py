@@ -101,13 +101,17 @@ class RunState:
 
     @property
     def study_instance_uid(self) -> str | None:
-        sel = getattr(self.selection, "series", None)
-        return getattr(sel, "study_instance_uid", None)
+        """The study of the series used (as referenced by the outputs)."""
+        if self.loaded is not None:
+            return str(self.loaded.datasets[0].StudyInstanceUID)
+        return getattr(getattr(self.selection, "series", None), "study_instance_uid", None)
 
     @property
     def series_instance_uid(self) -> str | None:
-        sel = getattr(self.selection, "series", None)
-        return getattr(sel, "series_instance_uid", None)
+        """The series used (as referenced by the outputs)."""
+        if self.loaded is not None:
+            return str(self.loaded.datasets[0].SeriesInstanceUID)
+        return getattr(getattr(self.selection, "series", None), "series_instance_uid", None)
 
 
 def result_document(state: RunState, outputs: dict[str, str | None]) -> dict[str, Any]:

@@ -6,7 +6,7 @@ spacing with a reason.
 """
 from __future__ import annotations
 
-from core.dicom_input import InputError, load_volume
+from core.dicom_input import InputError, ensure_reference_uids, load_volume
 from core.run_state import EXIT_INPUT, RunFailure, RunState
 from operators.base import StageOperator
 
@@ -19,5 +19,6 @@ class SeriesToVolumeOperator(StageOperator):
             state.loaded = load_volume(state.selection.series, state.config.get("series_selection"))
         except InputError as e:
             raise RunFailure(e.reason, EXIT_INPUT) from None
+        state.loaded.warnings.extend(ensure_reference_uids(state.loaded.datasets, state.selection.series.key))
         for w in state.loaded.warnings:
             state.warn(w)
