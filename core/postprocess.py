@@ -1,0 +1,109 @@
+"""Connected-component clean-up of segmentation masks, identical at training and inference.
+
+All arrays are D-H-W voxel grids (see :mod:`core.volume`); connectivity is in voxel index space and
+does not depend on spacing. "Largest" means the most voxels, i.e. the largest volume on one grid.
+Connectivity: 26 (face, edge or corner neighbours; SimpleITK ``fullyConnected=True``, the default)
+or 6 (face neighbours only). Ties are broken deterministically: ITK's RelabelComponent orders
+equal-size components by their raster-order label, so the one whose first voxel comes first in
+C order of the D-H-W array wins.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import SimpleITK as sitk
+
+__all__ = ["largest_component", "keep_largest_per_label"]
+
+
+def _check_connectivity(connectivity: int) -> bool:
+    if connectivity not in (6, 26):
+        raise ValueError(f"connectivity must be 6 or 26, got {connectivity}")
+    return connectivity == 26
+
+
+def _largest(mask: np.ndarray, fully_connected: bool) -> np.ndarray:
+    """Largest component of a bool D-H-W array (no checks)."""
+    if not mask.any():
+        return np.zeros(mask.shape, dtype=bool)
+    img = sitk.GetImageFromArray(mask.astype(np.uint8))
+    cc_filter = sitk.ConnectedComponentImageFilter()
+    cc_filter.SetFullyConnected(fully_connected)
+    relabel = sitk.RelabelComponentImageFilter()
+    relabel.SetSortByObjectSize(True)
+    relabelled = relabel.Execute(cc_filter.Execute(img))
+    return sitk.GetArrayViewFromImage(relabelled) == 1
+
+
+def _bbox(mask: np.ndarray) -> tuple[slice, slice, slice] | None:
+    """Tight D-H-W bounding box of the True voxels, or None when there are none."""
+    out = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        hit = np.flatnonzero(np.any(mask, axis=other))
+        if hit.size == 0:
+            return None
+        out.append(slice(int(hit[0]), int(hit[-1]) + 1))
+    return tuple(out)  # type: ignore[return-value]
+
+
+def largest_component(mask: np.ndarray, connectivity: int = 26) -> np.ndarray:
+    """Keep only the largest connected component of a binary mask.
+
+    Args:
+        mask: D-H-W array; non-zero voxels are foreground (bool or integer).
+        connectivity: 26 (default) or 6, see the module docstring.
+
+    Returns:
+        New bool D-H-W array of the same shape; all False when ``mask`` is empty.
+    """
+    mask = np.asarray(mask)
+    if mask.ndim != 3:
+        raise ValueError(f"mask must be 3-D (D, H, W), got shape {mask.shape}")
+    fully = _check_connectivity(connectivity)
+    fg = mask != 0
+    box = _bbox(fg)
+    out = np.zeros(fg.shape, dtype=bool)
+    if box is None:
+        return out
+    out[box] = _largest(fg[box], fully)
+    return out
+
+
+def keep_largest_per_label(labels: np.ndarray, values: Sequence[int], connectivity: int = 26) -> np.ndarray:
+    """For each label value in ``values`` keep only its largest connected component.
+
+    Voxels of other components of that value are set to 0 (background); labels not listed in
+    ``values`` are copied unchanged. Each value is processed on its own (a hip bone touching the
+    tumour does not merge with it).
+
+    Args:
+        labels: D-H-W integer label map with values 0..255.
+        values: label values to clean, e.g. ``(1, 2, 3)``.
+        connectivity: 26 (default) or 6.
+
+    Returns:
+        New uint8 D-H-W label map; the input is not modified.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 3:
+        raise ValueError(f"labels must be 3-D (D, H, W), got shape {labels.shape}")
+    if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):
+        raise ValueError(f"labels must have an integer dtype, got {labels.dtype}")
+    if labels.size and (labels.min() < 0 or labels.max() > 255):
+        raise ValueError("label values must lie in 0..255 (uint8 label map)")
+    fully = _check_connectivity(connectivity)
+    out = labels.astype(np.uint8, copy=True)
+    for value in dict.fromkeys(int(v) for v in values):  # unique, order kept
+        if not 1 <= value <= 255:
+            raise ValueError(f"label value {value} must lie in 1..255")
+        m = out == value
+        box = _bbox(m)
+        if box is None:
+            continue
+        sub = m[box]
+        keep = _largest(sub, fully)
+        region = out[box]  # view
+        region[sub & ~keep] = 0
+    return out

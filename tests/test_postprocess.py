@@ -1,0 +1,89 @@
+"""core.postprocess: largest connected component, per label."""
+import numpy as np
+import pytest
+
+from core.postprocess import keep_largest_per_label, largest_component
+
+
+def _two_blobs() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    big = np.zeros((16, 20, 24), bool)
+    big[2:8, 3:10, 4:12] = True          # 6*7*8 = 336 voxels
+    small = np.zeros_like(big)
+    small[10:14, 12:16, 15:20] = True    # 4*4*5 = 80 voxels
+    return big | small, big, small
+
+
+def test_two_blobs_larger_kept_exactly():
+    mask, big, _ = _two_blobs()
+    out = largest_component(mask)
+    assert out.dtype == bool and out.shape == mask.shape
+    np.testing.assert_array_equal(out, big)
+    assert mask.sum() == 336 + 80  # input untouched
+
+
+def test_larger_blob_later_in_raster_order_wins():
+    mask = np.zeros((10, 10, 10), np.uint8)
+    mask[0:2, 0:2, 0:2] = 1              # 8 voxels, first in raster order
+    mask[5:9, 5:9, 5:9] = 1              # 64 voxels
+    out = largest_component(mask)
+    assert out.sum() == 64 and out[6, 6, 6] and not out[0, 0, 0]
+
+
+def test_connectivity_26_vs_6():
+    mask = np.zeros((6, 6, 6), bool)
+    mask[1:3, 1:3, 1:3] = True           # 8 voxels
+    mask[3, 3, 3] = True                 # touches the cube only by a corner
+    mask[4, 3, 3] = True
+    assert largest_component(mask, connectivity=26).sum() == 10
+    out6 = largest_component(mask, connectivity=6)
+    assert out6.sum() == 8 and not out6[3, 3, 3]
+    with pytest.raises(ValueError):
+        largest_component(mask, connectivity=18)
+
+
+def test_empty_mask_stays_empty():
+    out = largest_component(np.zeros((4, 5, 6), bool))
+    assert out.shape == (4, 5, 6) and out.dtype == bool and not out.any()
+
+
+def test_rejects_non_3d():
+    with pytest.raises(ValueError):
+        largest_component(np.zeros((4, 5), bool))
+
+
+def test_keep_largest_per_label_other_labels_untouched():
+    mask, big, small = _two_blobs()
+    labels = np.zeros(mask.shape, np.int16)
+    labels[mask] = 1                     # label 1: two blobs
+    labels[0, 0:3, 0:3] = 2              # label 2: 9 voxels ...
+    labels[15, 19, 23] = 2               # ... plus a stray voxel
+    labels[12, 2:4, 2:4] = 3             # label 3 (not cleaned): two blobs
+    labels[14, 10, 10] = 3
+    labels[8, 18, 0] = 7                 # extra anatomy, not cleaned
+    before = labels.copy()
+    out = keep_largest_per_label(labels, [1, 2])
+    assert out.dtype == np.uint8
+    np.testing.assert_array_equal(out == 1, big)
+    assert (out == 2).sum() == 9 and out[15, 19, 23] == 0
+    for v in (3, 7):
+        np.testing.assert_array_equal(out == v, before == v)
+    np.testing.assert_array_equal(labels, before)  # input not modified
+    assert set(np.unique(out[small])) == {0}
+
+
+def test_keep_largest_per_label_absent_value_and_touching_labels():
+    labels = np.zeros((8, 8, 8), np.uint8)
+    labels[1:4, 1:4, 1:4] = 1            # 27 voxels of 1 ...
+    labels[4:6, 1:4, 1:4] = 3            # ... touching an 18-voxel tumour
+    labels[7, 7, 7] = 3
+    out = keep_largest_per_label(labels, (1, 2, 3))   # 2 absent: no error
+    assert (out == 1).sum() == 27 and (out == 3).sum() == 18 and out[7, 7, 7] == 0
+
+
+def test_keep_largest_per_label_rejects_bad_input():
+    with pytest.raises(ValueError):
+        keep_largest_per_label(np.zeros((4, 4, 4), np.float32), [1])
+    with pytest.raises(ValueError):
+        keep_largest_per_label(np.full((4, 4, 4), 300, np.int32), [1])
+    with pytest.raises(ValueError):
+        keep_largest_per_label(np.zeros((4, 4, 4), np.uint8), [0])
