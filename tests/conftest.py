@@ -1,0 +1,58 @@
+"""Shared fixtures: the repository's models, generated phantom studies, and running the real application.
+
+The application is run as deployed: ``python -m app -i IN -o OUT -m MODELS`` in a subprocess.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+MODELS = Path(os.environ.get("SACRAL_TEST_MODELS", REPO / "models"))
+
+
+@dataclass
+class AppRun:
+    """One finished run of the application."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    output_dir: Path
+
+    @property
+    def result(self) -> dict[str, Any]:
+        return json.loads((self.output_dir / "result.json").read_text())
+
+
+def run_app(input_dir: Path, output_dir: Path, models: Path = MODELS, *args: str,
+            env: dict[str, str] | None = None, timeout: int = 600) -> AppRun:
+    """Run ``python -m app`` on ``input_dir`` and return its exit code, streams and output folder."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    proc = subprocess.run([sys.executable, "-m", "app", "-i", str(input_dir), "-o", str(output_dir), "-m", str(models), *args],
+                          cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout)
+    return AppRun(proc.returncode, proc.stdout, proc.stderr, Path(output_dir))
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    if not (MODELS / "hip_bone_seg" / "metadata.json").is_file():
+        pytest.fail(f"no models in {MODELS}: run `python -m training.train_all` (see models/README.md)")
+    return MODELS
+
+
+@pytest.fixture(scope="session")
+def phantom_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small generated cohort (one case per tumour class plus one without tumour); returns manifest.csv."""
+    from training.phantom import TUMOUR_CLASSES, generate_cohort
+
+    out = tmp_path_factory.mktemp("phantom_cohort")
+    return generate_cohort(out, n=7, seed=20261127, classes=list(TUMOUR_CLASSES) + ["none"])

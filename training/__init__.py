@@ -1,0 +1,1 @@
+"""Training-side code: synthetic phantom generator and training scripts."""
