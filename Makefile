@@ -16,6 +16,19 @@ $(VENV)/.installed: requirements.txt
 test: venv
 	$(PY) -m pytest -q tests
 
+# Generate one synthetic noncontrast pelvic CT study, run the application on it, print the findings.
+DEMO_IN ?= demo_in
+DEMO_OUT ?= demo_out
+demo: venv
+	rm -rf $(DEMO_IN) $(DEMO_OUT)
+	$(PY) -m training.phantom --out $(DEMO_IN) --n 1 --seed 2026 --classes chordoma
+	$(PY) -m app -i $(DEMO_IN)/C0001/dicom -o $(DEMO_OUT) -m models
+	@echo "outputs in $(DEMO_OUT)/: $$(ls $(DEMO_OUT) | tr '\n' ' ')"
+
+# Retrain all three models from scratch on a generated cohort (about an hour on 2 CPU cores).
+train: venv
+	$(PY) -m training.train_all --out models --work build/train
+
 clean:
 	rm -rf build demo_out demo_in .pytest_cache
 

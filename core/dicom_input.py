@@ -573,8 +573,6 @@ def load_volume(series: SeriesInfo, rules: dict[str, Any] | None = None) -> Load
             d.SOPClassUID = fm.MediaStorageSOPClassUID
         if not _str(d.get("SOPInstanceUID")) and fm is not None and fm.get("MediaStorageSOPInstanceUID"):
             d.SOPInstanceUID = fm.MediaStorageSOPInstanceUID
-    if not series.series_instance_uid:
-        warnings.append("series has no SeriesInstanceUID")
 
     affine = affine_from_dicom(u_ipp[0], row, col, normal, (float(ps[0, 0]), float(ps[0, 1])), spacing)
     meta = {

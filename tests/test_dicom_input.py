@@ -368,7 +368,7 @@ def test_series_without_uid_grouped_and_loaded(tmp_path):
     sel = select_series(scan, {})
     loaded = load_volume(sel.require())
     np.testing.assert_array_equal(loaded.volume.array, w.hu)
-    assert "series has no SeriesInstanceUID" in loaded.warnings
+    assert loaded.warnings == []  # the selection warns once; the app derives UIDs (ensure_reference_uids)
 
 
 def test_file_without_preamble_is_read(tmp_path):
@@ -433,3 +433,18 @@ def test_real_vendor_j2k_series():
     assert z == sorted(z) and z[0] == -804.5 and z[-1] == -766.5
     np.testing.assert_allclose(vol.affine[:3, 3], [-249.51171875, -437.51171875, -804.5])
     assert all(d.SOPInstanceUID for d in loaded.datasets)  # filled from the file meta
+
+
+def test_missing_reference_uids_are_derived_consistently(tmp_path):
+    from core.dicom_input import ensure_reference_uids
+
+    write_ct_series(tmp_path, series_uid="")
+    sel = select_series(scan_folder(tmp_path), {})
+    datasets = load_volume(sel.require()).datasets
+    warnings = ensure_reference_uids(datasets, sel.series.key)
+    assert warnings == ["source series has no SeriesInstanceUID: a derived UID is used in the outputs"]
+    uids = {ds.SeriesInstanceUID for ds in datasets}
+    assert len(uids) == 1 and pydicom.uid.UID(uids.pop()).is_valid
+    again = load_volume(sel.require()).datasets
+    ensure_reference_uids(again, sel.series.key)
+    assert again[0].SeriesInstanceUID == datasets[0].SeriesInstanceUID  # deterministic for the series

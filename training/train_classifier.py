@@ -67,7 +67,7 @@ def train_variant(arch: dict[str, Any], crops: np.ndarray, tab: np.ndarray, y: n
             loss.backward()
             opt.step()
             sched.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
         if log_prefix and ((ep + 1) % 5 == 0 or ep == epochs - 1):
             print(f"[{log_prefix}] epoch {ep + 1}/{epochs} loss {np.mean(losses):.4f} ({time.time() - t0:.0f} s)", flush=True)
     net.eval()

@@ -83,7 +83,7 @@ def train_segmenter(cache: Path, name: str, ids: list[str], meta: dict[str, Any]
         loss.backward()
         opt.step()
         sched.step()
-        history.append(float(loss))
+        history.append(float(loss.detach()))
         if log_every and (it + 1) % log_every == 0:
             print(f"[{name}] iter {it + 1}/{iterations} loss {np.mean(history[-log_every:]):.4f} "
                   f"({time.time() - t0:.0f} s)", flush=True)

@@ -1,0 +1,235 @@
+"""The real application graph (``python -m app``) on generated studies and on the real vendor series.
+
+Checks the outputs with independent readers: dciodvfy for DICOM conformance, highdicom for the SEG's voxels
+and references, the SR reader for the coded findings, and Dice against the phantom's reference label map.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import random
+import shutil
+import subprocess
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+import SimpleITK as sitk
+
+from conftest import SHARED_DATA, AppRun, run_app
+from core.dicom_input import load_volume, scan_folder, select_series
+from core.sr_output import read_sr_findings
+from core.volume import from_sitk
+
+CLASSES = ["metastasis", "chondrosarcoma", "osteosarcoma", "chordoma", "neurogenic_tumour", "giant_cell_tumour"]
+REAL_SERIES = SHARED_DATA / "real_ct_abdomen_j2k"
+
+
+def _rows(manifest: Path) -> list[dict[str, str]]:
+    with open(manifest, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def studies(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> dict[str, tuple[dict, AppRun]]:
+    """Two generated studies (a chordoma and one without tumour), each run once through the app."""
+    from training.phantom import generate_cohort
+
+    root = tmp_path_factory.mktemp("app_studies")
+    manifest = generate_cohort(root / "cohort", n=2, seed=424242, classes=["chordoma", "none"], no_tumour_fraction=0.5)
+    out = {}
+    for row in _rows(manifest):
+        run = run_app(manifest.parent / row["dicom_dir"], root / "out" / row["case_id"], models_dir)
+        key = "tumour" if row["tumour_class"] != "none" else "none"
+        out[key] = (dict(row, root=str(manifest.parent)), run)
+    return out
+
+
+def _reference(row: dict) -> np.ndarray:
+    return from_sitk(sitk.ReadImage(str(Path(row["root"]) / row["label_path"]))).array
+
+
+def _seg_labels(seg_path: Path, dicom_dir: Path) -> tuple[np.ndarray, hd.seg.Segmentation, list]:
+    """The SEG read back with highdicom as a D-H-W label map in the source series' sorted order."""
+    loaded = load_volume(select_series(scan_folder(dicom_dir)).series)
+    seg = hd.seg.segread(seg_path)
+    uids = [ds.SOPInstanceUID for ds in loaded.datasets]
+    labels = np.zeros(loaded.volume.shape, np.uint8)
+    value_of = {"hip bone left": 1, "hip bone right": 2, "sacral tumour": 3}
+    for item in seg.SegmentSequence:
+        px = seg.get_pixels_by_source_instance(
+            source_sop_instance_uids=uids, segment_numbers=[item.SegmentNumber], combine_segments=False,
+            assert_missing_frames_are_empty=True)
+        labels[px[..., 0] > 0] = value_of[item.SegmentLabel]
+    return labels, seg, loaded.datasets
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return float(2 * np.logical_and(a, b).sum() / max(1, a.sum() + b.sum()))
+
+
+def test_tumour_study_result_json(studies: dict) -> None:
+    row, run = studies["tumour"]
+    assert run.returncode == 0, run.stderr[-2000:]
+    doc = run.result
+    assert doc["schema"] == "sacral-tumour-result/1"
+    assert doc["status"] == "tumour_found"
+    assert doc["study_instance_uid"] == row["study_instance_uid"]
+    assert doc["series_instance_uid"] == row["series_instance_uid"]
+    assert list(doc["probabilities"]) == CLASSES
+    assert abs(sum(doc["probabilities"].values()) - 1.0) < 1e-6
+    assert doc["predicted_class"] == max(doc["probabilities"], key=doc["probabilities"].get)
+    assert set(doc["models"]) == {"hip_bone_seg", "tumour_seg", "tumour_classifier"}
+    assert all(len(m["sha256"]) == 64 for m in doc["models"].values())
+    assert doc["clinical"]["age_years"] == pytest.approx(float(row["age"]), abs=1.0)
+    assert doc["clinical"]["sex"] == row["sex"] and doc["clinical"]["imputed"] == []
+    assert doc["timings_s"]["total"] > 0
+    for key in ("seg", "sr"):
+        assert (run.output_dir / doc["outputs"][key]).is_file()
+    assert sorted(p.name for p in run.output_dir.iterdir()) == sorted(["result.json", *doc["outputs"].values()])
+    assert "status: tumour_found" in run.stdout
+
+
+def test_segmentation_matches_reference(studies: dict) -> None:
+    """Dice of the SEG (read back with highdicom) against the phantom's reference label map."""
+    row, run = studies["tumour"]
+    ref = _reference(row)
+    labels, _, _ = _seg_labels(run.output_dir / run.result["outputs"]["seg"], Path(row["root"]) / row["dicom_dir"])
+    for value, minimum in ((1, 0.85), (2, 0.85), (3, 0.70)):
+        assert _dice(labels == value, ref == value) >= minimum, f"label {value}"
+    t = run.result["tumour"]
+    voxel_ml = float(row["pixel_spacing_mm"]) ** 2 * float(row["slice_spacing_mm"]) / 1000.0
+    assert t["volume_ml"] == pytest.approx((labels == 3).sum() * voxel_ml, rel=1e-3)
+
+
+def test_seg_voxels_and_references(studies: dict, models_dir: Path) -> None:
+    """The SEG equals the application's own masks voxel for voxel and references the source series."""
+    from core.models import load_model
+    from core.postprocess import keep_largest_per_label
+    from core.segment import segment
+
+    row, run = studies["tumour"]
+    dicom_dir = Path(row["root"]) / row["dicom_dir"]
+    labels, seg, datasets = _seg_labels(run.output_dir / run.result["outputs"]["seg"], dicom_dir)
+    ct = load_volume(select_series(scan_folder(dicom_dir)).series).volume
+    hip = load_model(models_dir, "hip_bone_seg")
+    tum = load_model(models_dir, "tumour_seg")
+    expected = segment(ct, hip.module, hip.metadata, hip.device)
+    expected[segment(ct, tum.module, tum.metadata, tum.device) == 3] = 3
+    expected = keep_largest_per_label(expected, (1, 2, 3))
+    np.testing.assert_array_equal(labels, expected)
+    assert seg.StudyInstanceUID == row["study_instance_uid"]
+    refs = {s.SeriesInstanceUID for s in seg.ReferencedSeriesSequence}
+    assert refs == {row["series_instance_uid"]}
+    assert seg.SegmentationType == "BINARY"
+    assert "RESEARCH" in seg.SeriesDescription.upper()
+    codes = {item.SegmentLabel: item.SegmentedPropertyTypeCodeSequence[0].CodeValue for item in seg.SegmentSequence}
+    assert codes == {"hip bone left": "29836001", "hip bone right": "29836001", "sacral tumour": "108369006"}
+
+
+def test_sr_agrees_with_result_json(studies: dict) -> None:
+    row, run = studies["tumour"]
+    doc = run.result
+    sr = read_sr_findings(run.output_dir / doc["outputs"]["sr"])
+    assert sr["status"] == "tumour_found"
+    assert sr["predicted_class"] == doc["predicted_class"]
+    for c in CLASSES:
+        assert sr["probabilities"][c] == pytest.approx(doc["probabilities"][c], abs=1e-9)
+    assert sr["volume_ml"] == pytest.approx(doc["tumour"]["volume_ml"], abs=1e-9)
+    assert sr["location_hip_frame"] == pytest.approx(doc["tumour"]["location_hip_frame"], abs=1e-9)
+    ds = pydicom.dcmread(run.output_dir / doc["outputs"]["sr"])
+    assert ds.StudyInstanceUID == row["study_instance_uid"]
+    assert "RESEARCH" in ds.SeriesDescription.upper()
+
+
+@pytest.mark.parametrize("key", ["seg", "sr"])
+def test_dciodvfy_reports_no_error(studies: dict, key: str) -> None:
+    if shutil.which("dciodvfy") is None:
+        if os.environ.get("CI"):
+            pytest.fail("dciodvfy (Debian dicom3tools) is not installed")
+        pytest.skip("dciodvfy not installed (apt-get install dicom3tools)")
+    for name in ("tumour", "none"):
+        _, run = studies[name]
+        path = run.output_dir / run.result["outputs"][key]
+        proc = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
+        errors = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("Error")]
+        assert errors == [], f"{name} {key}: {errors}"
+
+
+def test_no_tumour_study(studies: dict) -> None:
+    row, run = studies["none"]
+    assert run.returncode == 0, run.stderr[-2000:]
+    doc = run.result
+    assert doc["status"] == "no_tumour"
+    assert doc["predicted_class"] is None and doc["probabilities"] == {} and doc["tumour"] is None
+    assert doc["hip_bone"]["left_volume_ml"] > 50 and doc["hip_bone"]["right_volume_ml"] > 50
+    assert doc["hip_bone"]["truncated"] is False
+    sr = read_sr_findings(run.output_dir / doc["outputs"]["sr"])
+    assert sr["status"] == "no_tumour"
+    assert "no sacral tumour detected" in sr["summary"].lower()
+
+
+def test_real_vendor_series_is_not_applicable(tmp_path: Path, models_dir: Path) -> None:
+    """A contrast-enhanced abdominal series (no pelvis): analysed outside its validated use, never a crash."""
+    if not REAL_SERIES.is_dir():
+        pytest.fail(f"{REAL_SERIES} missing: ../shared/data must be beside the repository")
+    run = run_app(REAL_SERIES, tmp_path / "out", models_dir)
+    assert run.returncode == 0, run.stderr[-2000:]
+    doc = run.result
+    assert doc["status"] in ("not_applicable", "no_tumour")
+    assert "series is contrast-enhanced: outside the validated use" in doc["warnings"]
+    if doc["status"] == "not_applicable":
+        assert any(w.startswith("not applicable:") for w in doc["warnings"])
+    sr = read_sr_findings(tmp_path / "out" / doc["outputs"]["sr"])
+    assert sr["status"] == doc["status"]
+    assert any("contrast" in w for w in sr["warnings"])
+
+
+def test_unusable_input_is_an_error(tmp_path: Path, models_dir: Path) -> None:
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "notes.txt").write_text("not DICOM")
+    run = run_app(tmp_path / "in", tmp_path / "out", models_dir)
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines()[-1].startswith("error: ")
+    doc = run.result
+    assert doc["status"] == "error" and doc["reason"]
+    assert doc["outputs"] == {"seg": None, "sr": None}
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["result.json"]
+
+
+def test_location_is_unchanged_by_file_names_order_and_table_position(studies: dict, tmp_path: Path,
+                                                                       models_dir: Path) -> None:
+    """The hip-frame location does not depend on file names, folder layout or where the table is."""
+    from training.phantom import render, sample_patient, sample_scan, write_case
+
+    row, run = studies["tumour"]
+    base = run.result["tumour"]
+    # 1. shuffled, renamed, nested copy of the same files
+    src = sorted((Path(row["root"]) / row["dicom_dir"]).iterdir())
+    rnd = random.Random(5)
+    names = [f"{rnd.getrandbits(40):x}" for _ in src]
+    for i, (p, n) in enumerate(zip(src, names)):
+        dst = tmp_path / "shuffled" / f"sub{i % 3}" / n
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(p, dst)
+    shuffled = run_app(tmp_path / "shuffled", tmp_path / "out_shuffled", models_dir).result["tumour"]
+    assert shuffled["location_hip_frame"] == base["location_hip_frame"]
+    assert shuffled["location_hip_frame_mm"] == base["location_hip_frame_mm"]
+    # 2. the same patient with the table moved 40 mm left, 25 mm down and 30 mm along z
+    rng = np.random.default_rng(7)
+    patient = sample_patient(rng, "T0001", "chordoma")
+    scan = sample_scan(rng, patient)
+    moved = dataclasses.replace(scan, table_offset_mm=tuple(np.add(scan.table_offset_mm, (40.0, 25.0, 30.0))))
+    locs = []
+    for name, s in (("ref", scan), ("moved", moved)):
+        ct, lab = render(patient, s)
+        write_case(patient, s, ct, lab, tmp_path / name)
+        locs.append(run_app(tmp_path / name / "T0001" / "dicom", tmp_path / f"out_{name}", models_dir).result["tumour"])
+    assert np.allclose(locs[0]["location_hip_frame_mm"], locs[1]["location_hip_frame_mm"], atol=1.0)
+    assert np.allclose(locs[0]["location_hip_frame"], locs[1]["location_hip_frame"], atol=0.02)
+    shift = np.subtract(locs[1]["centroid_lps_mm"], locs[0]["centroid_lps_mm"])
+    assert np.allclose(shift, (40.0, 25.0, 30.0), atol=1.5)
