@@ -1,0 +1,576 @@
+"""Validation runs (validation/): statistics against scikit-learn, the runner on the real application,
+resume after a kill, Ray, and the HTML report rendered in headless Chromium.
+
+Split for speed: (a) metric functions on synthetic predictions (no app); (b) the CLI on synthetic finished runs
+(result.json files written here: the CLI reuses finished studies, so no app runs) for rich statistics; (c) the
+CLI end to end on a tiny generated cohort with the real application (one module-scoped run reused by the
+resume and Ray tests, which copy it and re-run only one or two studies).
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score,
+                             precision_score, recall_score, roc_auc_score, roc_curve)
+
+from validation import metrics as M
+from validation.manifest import ManifestError, age_band, read_manifest
+
+REPO = Path(__file__).resolve().parents[1]
+CLASSES = ["metastasis", "chondrosarcoma", "osteosarcoma", "chordoma", "neurogenic_tumour", "giant_cell_tumour"]
+K = len(CLASSES)
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def synthetic_predictions(n: int, seed: int, absent: tuple[int, ...] = (), strength: float = 1.5
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    present = [c for c in range(K) if c not in absent]
+    y = rng.choice(present, size=n)
+    logits = rng.normal(0, 1, (n, K))
+    logits[np.arange(n), y] += strength
+    p = np.round(softmax(logits), 2)  # rounding creates ties, as real probabilities do
+    return y, p.argmax(axis=1), p
+
+
+# ------------------------------------------------------------------------------------------- (a) metrics
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_binary_auc_and_roc_curve_match_sklearn(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    y = rng.random(80) < 0.3
+    s = np.round(rng.random(80) + 0.4 * y, 1)  # many ties
+    assert M.binary_auc(y, s) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    fpr, tpr, thr = M.roc_curve(y, s)
+    f2, t2, th2 = roc_curve(y, s, drop_intermediate=False)
+    np.testing.assert_allclose(fpr, f2)
+    np.testing.assert_allclose(tpr, t2)
+    np.testing.assert_allclose(thr[1:], th2[1:])
+    assert np.isnan(M.binary_auc(np.ones(5, bool), np.arange(5.0)))
+
+
+@pytest.mark.parametrize("absent", [(), (5,), (1, 4)])
+def test_class_statistics_match_sklearn(absent: tuple[int, ...]) -> None:
+    y, pred, p = synthetic_predictions(150, seed=len(absent), absent=absent)
+    if absent:  # the model also predicts classes absent from the reference
+        pred[:7] = absent[0]
+    st = M.class_statistics(y, pred, p, K)
+    present = sorted(set(y.tolist()))
+    aucs = [roc_auc_score(y == c, p[:, c]) for c in present]
+    assert st["macro_auc"] == pytest.approx(np.mean(aucs), abs=1e-12)
+    if not absent:  # sklearn's multi-class form needs rows summing to 1
+        q = p / p.sum(axis=1, keepdims=True)
+        assert M.class_statistics(y, pred, q, K)["macro_auc"] == pytest.approx(
+            roc_auc_score(y, q, multi_class="ovr", average="macro"), abs=1e-12)
+    assert st["macro_f1"] == pytest.approx(f1_score(y, pred, labels=present, average="macro", zero_division=0), abs=1e-12)
+    assert st["accuracy"] == pytest.approx(accuracy_score(y, pred), abs=1e-12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # sklearn warns about predicted classes absent from y_true
+        assert st["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, pred), abs=1e-12)
+    f1 = f1_score(y, pred, labels=list(range(K)), average=None, zero_division=0)
+    sens = recall_score(y, pred, labels=list(range(K)), average=None, zero_division=0)
+    ppv = precision_score(y, pred, labels=list(range(K)), average=None, zero_division=0)
+    cm = confusion_matrix(y, pred, labels=list(range(K)))
+    np.testing.assert_array_equal(M.confusion_matrix(y, pred, K)[:, :K], cm)
+    for c in range(K):
+        row = st["per_class"][c]
+        assert row["n"] == int((y == c).sum())
+        tn = cm.sum() - cm[c].sum() - cm[:, c].sum() + cm[c, c]
+        assert (row["tp"], row["tn"]) == (cm[c, c], tn)
+        if c in present:
+            assert row["f1"] == pytest.approx(f1[c]) and row["sensitivity"] == pytest.approx(sens[c])
+            assert row["auc"] == pytest.approx(roc_auc_score(y == c, p[:, c]))
+        else:  # absent from the reference: no sensitivity, no AUC
+            assert np.isnan(row["sensitivity"]) and np.isnan(row["auc"])
+        if row["tp"] + row["fp"]:
+            assert row["ppv"] == pytest.approx(ppv[c])
+        assert row["specificity"] == pytest.approx(tn / (tn + cm[:, c].sum() - cm[c, c]))
+
+
+def test_reader_one_hot_auc_is_mean_of_sensitivity_and_specificity() -> None:
+    y, _, _ = synthetic_predictions(90, seed=4)
+    rng = np.random.default_rng(5)
+    reader = np.where(rng.random(90) < 0.6, y, rng.integers(0, K, 90))
+    reader[:3] = -1  # the reader answered 'none' on three tumour studies: wrong for every class
+    st = M.class_statistics(y, reader, M.one_hot(reader, K), K)
+    for c in range(K):
+        r = st["per_class"][c]
+        assert r["auc"] == pytest.approx((r["sensitivity"] + r["specificity"]) / 2)
+    assert st["accuracy"] == pytest.approx(np.mean(reader == y))
+    assert M.confusion_matrix(y, reader, K)[:, K].sum() == 3
+
+
+def test_bootstrap_ci_contains_point_estimate_and_is_reproducible() -> None:
+    y, pred, p = synthetic_predictions(120, seed=7, absent=(2,))
+    a = M.classification_report(y, pred, p, CLASSES, n_resamples=300, seed=11)
+    b = M.classification_report(y, pred, p, CLASSES, n_resamples=300, seed=11)
+    c = M.classification_report(y, pred, p, CLASSES, n_resamples=300, seed=12)
+    assert M.jsonable(a) == M.jsonable(b)  # (nan != nan in plain dicts)
+    assert a["macro_auc"] != c["macro_auc"]
+    for m in ("macro_auc", "macro_f1", "accuracy", "balanced_accuracy"):
+        assert a[m]["ci_low"] <= a[m]["value"] <= a[m]["ci_high"], m
+        assert a[m]["ci_high"] - a[m]["ci_low"] > 0.01, m
+    assert np.isnan(a["per_class"]["osteosarcoma"]["auc"]["value"])
+    assert a["classes_present"] == [c for i, c in enumerate(CLASSES) if i != 2]
+    # stratified: every resample keeps the class counts
+    idx = M.stratified_resamples(y, 50, seed=1)
+    for row in idx:
+        np.testing.assert_array_equal(np.bincount(y[row], minlength=K), np.bincount(y, minlength=K))
+
+
+def test_paired_difference_and_detection() -> None:
+    y, pred, p = synthetic_predictions(100, seed=9)
+    same = M.paired_difference(lambda i: M.macro_auc_of(y[i], p[i]), lambda i: M.macro_auc_of(y[i], p[i]), y, 200, 0)
+    assert same["difference"] == 0 and same["p_value"] == 1.0
+    noise = np.random.default_rng(1).random(p.shape)
+    d = M.paired_difference(lambda i: M.macro_auc_of(y[i], p[i]), lambda i: M.macro_auc_of(y[i], noise[i]), y, 400, 0)
+    assert d["difference"] > 0.2 and d["ci_low"] > 0 and d["p_value"] < 0.01
+    truth = np.array([True] * 30 + [False] * 10)
+    found = np.array([True] * 27 + [False] * 3 + [True] * 2 + [False] * 8)
+    det = M.detection_report(truth, found, 300, 0)
+    assert (det["tp"], det["fn"], det["fp"], det["tn"]) == (27, 3, 2, 8)
+    assert det["sensitivity"]["value"] == pytest.approx(0.9)
+    assert det["specificity"]["value"] == pytest.approx(0.8)
+    assert det["sensitivity"]["ci_low"] <= 0.9 <= det["sensitivity"]["ci_high"]
+
+
+def test_calibration_dice_and_json() -> None:
+    conf = np.array([0.05, 0.15, 0.95, 1.0, 0.55, 0.58])
+    ok = np.array([False, False, True, True, True, False])
+    cal = M.calibration(conf, ok, n_bins=10)
+    assert [b["n"] for b in cal["bins"]] == [1, 1, 0, 0, 0, 2, 0, 0, 0, 2]
+    manual = (abs(0 - 0.05) + abs(0 - 0.15) + 2 * abs(0.5 - 0.565) + 2 * abs(1 - 0.975)) / 6
+    assert cal["ece"] == pytest.approx(manual)
+    a = np.zeros((4, 5, 5), bool)
+    b = a.copy()
+    a[1:3, 1:3, 1:3] = True
+    b[1:3, 1:3, 2:4] = True
+    assert M.dice(a, b) == pytest.approx(0.5)
+    assert np.isnan(M.dice(np.zeros(3, bool), np.zeros(3, bool)))
+    assert M.jsonable({"x": float("nan"), "y": np.float32(0.1234567891), "z": np.arange(2)}) == \
+        {"x": None, "y": 0.123457, "z": [0, 1]}
+
+
+def test_manifest_checks(tmp_path: Path) -> None:
+    def write(rows: list[dict[str, str]]) -> Path:
+        path = tmp_path / "m.csv"
+        with open(path, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+        return path
+
+    cases, groups = read_manifest(write([
+        {"case_id": "A1", "dicom_dir": "a", "tumour_class": "Giant cell tumor", "age": "39", "sex": "F",
+         "reader_X": "Chordoma", "reader_Y": ""},
+        {"case_id": "A2", "dicom_dir": "b", "tumour_class": "none", "age": "60", "sex": "M", "reader_X": "none",
+         "reader_Y": "metastasis"}]))
+    assert [c.truth for c in cases] == ["giant_cell_tumour", "none"]
+    assert groups == ["sex", "age_band"] and cases[0].subgroups == {"sex": "F", "age_band": "<40"}
+    assert cases[0].readers == {"X": "chordoma", "Y": None} and cases[1].readers == {"X": "none", "Y": "metastasis"}
+    assert cases[0].dicom_dir == (tmp_path / "a").resolve()
+    assert age_band("59.9") == "40-59" and age_band("") == ""
+    for bad in ({"case_id": "../x", "dicom_dir": "a"}, {"case_id": "A", "dicom_dir": "a", "tumour_class": "lipoma"},
+                {"case_id": "A", "tumour_class": "none"}):
+        with pytest.raises(ManifestError):
+            read_manifest(write([bad]))
+    with pytest.raises(ManifestError, match="duplicate"):
+        read_manifest(write([{"case_id": "A", "dicom_dir": "a"}, {"case_id": "A", "dicom_dir": "b"}]))
+
+
+# --------------------------------------------------------------------- (b) CLI on synthetic finished runs
+def make_synthetic_runs(root: Path, n: int = 60, seed: int = 3) -> Path:
+    """A manifest and finished runs (result.json + runner.json) of every status, with readers and ablation."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        cid = f"S{i:03d}"
+        truth = "none" if i % 8 == 0 else CLASSES[i % 6]
+        status = ("tumour_found" if i % 16 == 0 else "no_tumour") if truth == "none" else \
+            ("no_tumour" if i % 13 == 5 else "tumour_found")
+        status = "not_applicable" if i % 17 == 3 else "error" if i % 19 == 7 else status
+        doc: dict[str, Any] = {"schema": "sacral-tumour-result/1", "status": status, "predicted_class": None,
+                               "probabilities": {}, "warnings": [], "outputs": {},
+                               "models": {"tumour_classifier": {"version": "0.1.0", "sha256": "0" * 64}}}
+
+        def probs(strength: float) -> dict[str, float]:
+            logit = rng.normal(0, 1, K)
+            if truth != "none":
+                logit[CLASSES.index(truth)] += strength
+            return {c: round(float(v), 6) for c, v in zip(CLASSES, softmax(logit[None])[0])}
+
+        if status == "tumour_found":
+            doc["probabilities"] = probs(1.8)
+            doc["predicted_class"] = max(doc["probabilities"], key=doc["probabilities"].get)
+            doc["ablation"] = {"image_only": probs(1.2), "clinical_only": probs(0.4), "clinical_location": probs(0.9)}
+            doc["tumour"] = {"volume_ml": float(rng.uniform(20, 400))}
+        if status == "error":
+            doc["reason"] = "no CT series in the input"
+        if status == "not_applicable":
+            doc["warnings"] = ["not applicable: no right hip bone in the field of view (< 5 mL segmented)"]
+        d = root / "runs" / cid
+        d.mkdir(parents=True)
+        (d / "result.json").write_text(json.dumps(doc))
+        (d / "runner.json").write_text(json.dumps({"exit_code": 2 if status == "error" else 0}))
+
+        def reader(acc: float) -> str:
+            return "none" if truth == "none" else truth if rng.random() < acc else CLASSES[int(rng.integers(K))]
+
+        rows.append({"case_id": cid, "dicom_dir": f"dicom/{cid}", "tumour_class": truth, "sex": "MF"[i % 2],
+                     "age": str(20 + (i * 7) % 60), "site": f"SITE_{'ABC'[i % 3]}",
+                     "reader_A": reader(0.6), "reader_B": reader(0.8) if i % 10 else ""})
+    with open(root / "manifest.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return root / "manifest.csv"
+
+
+def sklearn_class_metrics(y_true: list[str], probs: list[dict[str, float]], pred: list[str]) -> dict[str, float]:
+    """The six-class metrics computed independently with scikit-learn (classes present in the reference)."""
+    y = np.array([CLASSES.index(t) for t in y_true])
+    p = np.array([[pr[c] for c in CLASSES] for pr in probs]).reshape(-1, K)
+    yp = np.array([CLASSES.index(c) if c in CLASSES else -1 for c in pred])
+    present = sorted(set(y.tolist()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return {"macro_auc": float(np.mean([roc_auc_score(y == c, p[:, c]) for c in present])),
+                "macro_f1": f1_score(y, yp, labels=present, average="macro", zero_division=0),
+                "accuracy": accuracy_score(y, yp), "balanced_accuracy": balanced_accuracy_score(y, yp)}
+
+
+def run_cli(*args: str, timeout: int = 1800, **kw: Any) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "validation", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, **kw)
+
+
+@pytest.fixture(scope="module")
+def synthetic_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("synthetic_validation")
+    manifest = make_synthetic_runs(root)
+    proc = run_cli("run", "--manifest", str(manifest), "--out", str(root), "--bootstrap", "200", "--seed", "5")
+    assert proc.returncode == 0, proc.stderr
+    assert "60/60 studies done (0 run now, 60 reused)" in proc.stderr
+    return root
+
+
+def test_cli_metrics_on_synthetic_runs_match_sklearn(synthetic_report: Path) -> None:
+    m = json.loads((synthetic_report / "metrics.json").read_text())
+    cases, _ = read_manifest(synthetic_report / "manifest.csv")
+    truth = {c.case_id: c.truth for c in cases}
+    results = {c.case_id: json.loads((synthetic_report / "runs" / c.case_id / "result.json").read_text()) for c in cases}
+    cls_ids = [cid for cid in truth if truth[cid] != "none" and results[cid]["status"] == "tumour_found"]
+    ref = sklearn_class_metrics([truth[c] for c in cls_ids], [results[c]["probabilities"] for c in cls_ids],
+                                [results[c]["predicted_class"] for c in cls_ids])
+    for key, value in ref.items():
+        assert m["classification"][key]["value"] == pytest.approx(value, abs=1e-6), key
+    assert m["classification"]["n"] == len(cls_ids)
+    # no study dropped: every study is classified, missed, a none-case, or a listed failure
+    failed = {f["case_id"] for f in m["failures"]}
+    assert failed == {cid for cid, r in results.items() if r["status"] in ("error", "not_applicable")}
+    assert all(f["reason"] for f in m["failures"])
+    assert {f["exit_code"] for f in m["failures"] if f["status"] == "error"} == {2}
+    missed = {x["case_id"] for x in m["missed_detections"]}
+    assert missed == {cid for cid in truth if truth[cid] != "none" and results[cid]["status"] == "no_tumour"}
+    none_analysed = {cid for cid in truth if truth[cid] == "none" and cid not in failed}
+    assert len(cls_ids) + len(missed) + len(none_analysed) + len(failed) == m["cohort"]["n_studies"] == 60
+    det = m["detection"]
+    assert det["tp"] == len(cls_ids) and det["fn"] == len(missed)
+    assert det["fp"] == len(m["false_positive_detections"]) and det["fp"] + det["tn"] == len(none_analysed)
+    # subgroup sex = F, against sklearn on the same cases
+    f_ids = [c for c in cls_ids if next(x for x in cases if x.case_id == c).subgroups["sex"] == "F"]
+    sub = m["subgroups"]["sex"]["F"]["classification"]
+    ref_f = sklearn_class_metrics([truth[c] for c in f_ids], [results[c]["probabilities"] for c in f_ids],
+                                  [results[c]["predicted_class"] for c in f_ids])
+    assert sub["n"] == len(f_ids) and sub["macro_auc"]["value"] == pytest.approx(ref_f["macro_auc"], abs=1e-6)
+    # readers: one-hot scores on the cases each reader read, paired difference
+    for name in ("A", "B"):
+        rd = {c.case_id: c.readers[name] for c in cases}
+        ids = [c for c in cls_ids if rd[c] is not None]
+        onehot = [{k: float(k == rd[c]) for k in CLASSES} for c in ids]
+        ref_r = sklearn_class_metrics([truth[c] for c in ids], onehot, [rd[c] for c in ids])
+        ref_m = sklearn_class_metrics([truth[c] for c in ids], [results[c]["probabilities"] for c in ids],
+                                      [results[c]["predicted_class"] for c in ids])
+        r = m["readers"][name]
+        assert r["n"] == len(ids)
+        assert r["reader"]["macro_auc"]["value"] == pytest.approx(ref_r["macro_auc"], abs=1e-6)
+        assert r["reader"]["accuracy"]["value"] == pytest.approx(ref_r["accuracy"], abs=1e-6)
+        d = r["macro_auc_model_minus_reader"]
+        assert d["difference"] == pytest.approx(ref_m["macro_auc"] - ref_r["macro_auc"], abs=1e-5)
+        assert d["ci_low"] <= d["ci_high"] and 0 < d["p_value"] <= 1
+    # ablation: each variant against sklearn
+    for v in ("image_only", "clinical_only", "clinical_location"):
+        probs = [results[c]["ablation"][v] for c in cls_ids]
+        pred = [max(p, key=p.get) for p in probs]
+        ref_v = sklearn_class_metrics([truth[c] for c in cls_ids], probs, pred)
+        assert m["ablation"]["variants"][v]["macro_auc"]["value"] == pytest.approx(ref_v["macro_auc"], abs=1e-6)
+        assert m["ablation"]["variants"][v]["accuracy"]["value"] == pytest.approx(ref_v["accuracy"], abs=1e-6)
+    assert m["provenance"]["manifest"]["sha256"] and m["provenance"]["seed"] == 5
+    assert m["settings"]["subgroup_columns"] == ["sex", "age_band", "site"]
+
+
+def test_cli_is_deterministic(synthetic_report: Path, tmp_path: Path) -> None:
+    shutil.copytree(synthetic_report / "runs", tmp_path / "runs")
+    shutil.copy(synthetic_report / "manifest.csv", tmp_path / "manifest.csv")
+    proc = run_cli("run", "--manifest", str(synthetic_report / "manifest.csv"), "--out", str(tmp_path),
+                   "--bootstrap", "200", "--seed", "5")
+    assert proc.returncode == 0, proc.stderr
+    a = json.loads((synthetic_report / "metrics.json").read_text())
+    b = json.loads((tmp_path / "metrics.json").read_text())
+    assert comparable(a) == comparable(b)
+
+
+def comparable(doc: dict[str, Any], drop_execution: bool = False) -> dict[str, Any]:
+    """metrics.json without the fields allowed to differ: the date, the repository state (other work may
+    change it meanwhile) and, for Ray against the pool, how the studies were executed."""
+    d = copy.deepcopy(doc)
+    d["provenance"].pop("date")
+    d["provenance"].pop("git")
+    if drop_execution:
+        d["provenance"].pop("execution")
+    return d
+
+
+# ---------------------------------------------------------------------------------------- report render
+def chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    if os.environ.get("CI"):
+        pytest.fail("chromium is required in CI to render report.html (apt-get install chromium)")
+    pytest.skip("chromium not installed (apt-get install chromium)")
+
+
+def screenshot(html_path: Path, tmp: Path) -> np.ndarray:
+    exe = chromium()
+    png = tmp / "shot.png"
+    proc = subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                           f"--user-data-dir={tmp / 'chromium-profile'}", f"--screenshot={png}",
+                           "--window-size=1280,2000", html_path.resolve().as_uri()],
+                          capture_output=True, text=True, timeout=180)
+    assert png.is_file(), proc.stderr[-2000:]
+    import matplotlib.image
+    return matplotlib.image.imread(str(png))
+
+
+def assert_offline_html(text: str) -> None:
+    low = text.lower()
+    assert "<script" not in low
+    for attr in ("src=", "href="):
+        for proto in ("http:", "https:", "//"):
+            assert f"{attr}'{proto}" not in low and f'{attr}"{proto}' not in low
+
+
+def test_report_html_renders_with_plots(synthetic_report: Path, tmp_path: Path) -> None:
+    text = (synthetic_report / "report.html").read_text()
+    assert_offline_html(text)
+    assert text.count("data:image/png;base64,") >= 3  # ROC, confusion matrix, reliability diagram
+    for heading in ("Tumour detection", "Subgroups", "Readers", "Ablation", "Failed and excluded", "Provenance"):
+        assert heading in text
+    img = screenshot(synthetic_report / "report.html", tmp_path)
+    assert img.shape[0] >= 1000 and img.shape[1] >= 1000
+    rgb = img[..., :3]
+    assert rgb.std() > 0.05                                  # not a blank page
+    assert len(np.unique((rgb.reshape(-1, 3) * 255).astype(int), axis=0)) > 100   # text, tables and plots
+
+
+# -------------------------------------------------------------------- (c) end to end, the real application
+E2E_CLASSES = ["chordoma", "metastasis", "none"]
+
+
+@pytest.fixture(scope="module")
+def e2e_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three generated studies (default matrix) plus one study whose folder has no DICOM (an error)."""
+    from training.phantom import generate_cohort
+
+    root = tmp_path_factory.mktemp("validation_cohort")
+    manifest = generate_cohort(root, n=3, seed=20261128, classes=E2E_CLASSES)
+    (root / "EMPTY").mkdir()
+    (root / "EMPTY" / "note.txt").write_text("not DICOM")
+    with open(manifest) as fh:
+        rows = list(csv.DictReader(fh))
+    rows.append({**{k: "" for k in rows[0]}, "case_id": "X0001", "dicom_dir": "EMPTY", "tumour_class": "chordoma",
+                 "sex": "F", "age": "50", "site": "SITE_A"})
+    with open(manifest, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return manifest
+
+
+@pytest.fixture(scope="module")
+def e2e_report(e2e_cohort: Path, models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("validation_report")
+    proc = run_cli("run", "--manifest", str(e2e_cohort), "--out", str(out), "--models", str(models_dir),
+                   "--bootstrap", "200", "--seed", "3")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "4/4 studies done (4 run now, 0 reused)" in proc.stderr
+    return out
+
+
+def test_e2e_metrics_agree_with_results(e2e_report: Path, e2e_cohort: Path) -> None:
+    import highdicom as hd
+    import SimpleITK as sitk
+
+    from core.dicom_input import load_volume, scan_folder
+
+    m = json.loads((e2e_report / "metrics.json").read_text())
+    cases, _ = read_manifest(e2e_cohort)
+    assert [c["case_id"] for c in m["cases"]] == [c.case_id for c in cases]
+    results = {c.case_id: json.loads((e2e_report / "runs" / c.case_id / "result.json").read_text()) for c in cases}
+    runner = {c.case_id: json.loads((e2e_report / "runs" / c.case_id / "runner.json").read_text()) for c in cases}
+    # the empty folder is an error with the app's own reason and exit code; nothing silently dropped
+    assert results["X0001"]["status"] == "error" and runner["X0001"]["exit_code"] == 2
+    failures = {f["case_id"]: f for f in m["failures"]}
+    assert set(failures) == {cid for cid, r in results.items() if r["status"] not in ("tumour_found", "no_tumour")}
+    assert failures["X0001"]["reason"] == results["X0001"]["reason"] and failures["X0001"]["exit_code"] == 2
+    assert m["cohort"]["by_status"] == {s: sum(r["status"] == s for r in results.values())
+                                        for s in sorted({r["status"] for r in results.values()})}
+    truth = {c.case_id: c.truth for c in cases}
+    cls_ids = [c for c in truth if truth[c] != "none" and results[c]["status"] == "tumour_found"]
+    assert m["classification"]["n"] == len(cls_ids)
+    if cls_ids:
+        ref = sklearn_class_metrics([truth[c] for c in cls_ids], [results[c]["probabilities"] for c in cls_ids],
+                                    [results[c]["predicted_class"] for c in cls_ids])
+        assert m["classification"]["accuracy"]["value"] == pytest.approx(ref["accuracy"], abs=1e-6)
+        if len({truth[c] for c in cls_ids}) > 1:
+            assert m["classification"]["macro_auc"]["value"] == pytest.approx(ref["macro_auc"], abs=1e-6)
+    det_ids = [c for c in truth if results[c]["status"] in ("tumour_found", "no_tumour")]
+    assert m["detection"]["n"] == len(det_ids)
+    # segmentation read back from the SEG: an independent computation on load_volume's grid
+    checked = 0
+    for case in cases:
+        row = next(r for r in m["cases"] if r["case_id"] == case.case_id)
+        seg_name = (results[case.case_id].get("outputs") or {}).get("seg")
+        if case.label_path is None or results[case.case_id]["status"] == "error" or not seg_name:
+            continue
+        loaded = load_volume(next(s for s in scan_folder(case.dicom_dir).series
+                                  if s.series_instance_uid == results[case.case_id]["series_instance_uid"]))
+        seg = hd.seg.segread(e2e_report / "runs" / case.case_id / seg_name)
+        ref = sitk.GetArrayFromImage(sitk.ReadImage(str(case.label_path)))
+        voxel_ml = float(np.prod(loaded.volume.spacing)) / 1000
+        for item in seg.SegmentSequence:
+            name = {"sacral tumour": "tumour", "hip bone left": "hip_bone_left",
+                    "hip bone right": "hip_bone_right"}[str(item.SegmentLabel)]
+            pred = seg.get_pixels_by_source_instance(
+                source_sop_instance_uids=loaded.volume.meta["sop_instance_uids"],
+                segment_numbers=[int(item.SegmentNumber)], assert_missing_frames_are_empty=True)[..., 0] > 0
+            value = {"tumour": 3, "hip_bone_left": 1, "hip_bone_right": 2}[name]
+            r = ref == value
+            got = row["segmentation"][name]
+            expected = 2 * (pred & r).sum() / (pred.sum() + r.sum()) if pred.sum() + r.sum() else None
+            assert got["dice"] == (None if expected is None else pytest.approx(expected, abs=1e-6))
+            assert got["predicted_ml"] == pytest.approx(pred.sum() * voxel_ml, rel=1e-5)
+            assert got["volume_error_ml"] == pytest.approx((pred.sum() - r.sum()) * voxel_ml, rel=1e-4, abs=1e-3)
+            checked += 1
+    assert checked >= 1
+    prov = m["provenance"]
+    assert prov["software_version"] and prov["models"]["tumour_seg"]["sha256"] and not prov["models_mismatch"]
+    assert prov["execution"] == {"kind": "process_pool", "workers": 1, "runner": "python -m app"}
+
+
+def test_e2e_report_renders(e2e_report: Path, tmp_path: Path) -> None:
+    text = (e2e_report / "report.html").read_text()
+    assert_offline_html(text)
+    assert "X0001" in text
+    img = screenshot(e2e_report / "report.html", tmp_path)
+    assert img[..., :3].std() > 0.05
+
+
+def _mtimes(report: Path) -> dict[str, int]:
+    return {p.parent.name: p.stat().st_mtime_ns for p in (report / "runs").glob("*/result.json")
+            if not p.parent.name.startswith(".")}
+
+
+def test_e2e_resume_after_kill(e2e_report: Path, e2e_cohort: Path, models_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    shutil.copytree(e2e_report / "runs", out / "runs")
+    redo = ["C0002", "C0003"]
+    for cid in redo:
+        shutil.rmtree(out / "runs" / cid)
+    kept = _mtimes(out)
+    args = [sys.executable, "-m", "validation", "run", "--manifest", str(e2e_cohort), "--out", str(out),
+            "--models", str(models_dir), "--bootstrap", "200", "--seed", "3"]
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 900
+        while not any((out / "runs" / c / "result.json").exists() for c in redo):
+            assert proc.poll() is None, "the run ended before it could be interrupted"
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the CLI, its pool worker and the running app
+        proc.wait()
+    after_kill = _mtimes(out)
+    assert set(after_kill) != set(_mtimes(e2e_report)), "the kill came too late: every study had finished"
+    assert not (out / "metrics.json").exists()
+    done = run_cli(*args[3:])
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert f"4 studies, {len(after_kill)} already finished" in done.stderr
+    assert f"({4 - len(after_kill)} run now, {len(after_kill)} reused)" in done.stderr
+    final = _mtimes(out)
+    for cid, t in after_kill.items():  # nothing finished was run again
+        assert final[cid] == t
+    assert set(kept) <= set(final) and all(final[c] == kept[c] for c in kept)
+    assert not list((out / "runs").glob(".partial-*"))
+    a = json.loads((e2e_report / "metrics.json").read_text())
+    b = json.loads((out / "metrics.json").read_text())
+    assert comparable(a) == comparable(b)
+
+
+def test_e2e_ray_local_gives_identical_metrics(e2e_report: Path, e2e_cohort: Path, models_dir: Path,
+                                               tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    out = tmp_path / "report"
+    shutil.copytree(e2e_report / "runs", out / "runs")
+    shutil.rmtree(out / "runs" / "C0001")  # one study runs as a Ray task, the others are read back by tasks
+    proc = run_cli("run", "--manifest", str(e2e_cohort), "--out", str(out), "--models", str(models_dir),
+                   "--bootstrap", "200", "--seed", "3", "--ray", "local", "--cpus-per-study", "1")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "(1 run now, 3 reused)" in proc.stderr
+    a = json.loads((e2e_report / "metrics.json").read_text())
+    b = json.loads((out / "metrics.json").read_text())
+    assert b["provenance"]["execution"]["kind"] == "ray"
+    assert comparable(a, drop_execution=True) == comparable(b, drop_execution=True)
+
+
+# ------------------------------------------------------------------------------------- runner mechanics
+def test_runner_records_a_crash_and_resumes(tmp_path: Path) -> None:
+    """An app that exits without result.json (here /bin/false stands in for the interpreter) is a finished
+    study of status error with a generated reason; it is not run again unless retry_errors is set."""
+    from validation.manifest import Case
+    from validation.runner import RunConfig, app_command, case_record, run_study
+
+    case = Case("K1", tmp_path, "chordoma", None)
+    cfg = RunConfig(report_dir=tmp_path / "rep", models=tmp_path, python=shutil.which("false") or "/bin/false")
+    assert run_study(cfg, case) is True
+    rec = case_record(cfg, case)
+    assert rec["status"] == "error" and rec["exit_code"] == 1 and rec["runner_generated"]
+    assert "exited with code 1 without writing result.json" in rec["reason"]
+    assert not list((tmp_path / "rep" / "runs").glob(".partial-*"))
+    assert run_study(cfg, case) is False                       # finished: not run twice
+    retry = RunConfig(report_dir=tmp_path / "rep", models=tmp_path, python=cfg.python, retry_errors=True)
+    assert run_study(retry, case) is True
+    image = RunConfig(report_dir=tmp_path / "rep", image="sacral:0.1.0", models=tmp_path / "m")
+    cmd = app_command(image, case, tmp_path / "out")
+    assert cmd[:5] == ["podman", "run", "--rm", "--network", "none"] and cmd[-1] == "sacral:0.1.0"
+    assert f"{tmp_path}:/var/holoscan/input:ro" in cmd and f"{tmp_path / 'm'}:/opt/holoscan/models:ro" in cmd
+    assert f"{tmp_path / 'out'}:/var/holoscan/output" in cmd
