@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# System (Debian) packages the test suite needs: a real PACS (Orthanc + DICOMweb plugin) for
+# System (Debian) packages the test suite needs: chromium (report rendering), pixelmed-apps (SR validator),
+# a real PACS (Orthanc + DICOMweb plugin) for
 # tests/integration, dicom3tools (dciodvfy/dcentvfy) and iproute2/util-linux (ip, unshare) for the
 # network namespace Orthanc runs in. Idempotent and quiet: does nothing when everything is installed.
 # Must run as root (CI and developer machines are root). Never leaves an Orthanc service running.
 set -euo pipefail
 
-PKGS=(orthanc orthanc-dicomweb dicom3tools iproute2 util-linux)
+PKGS=(orthanc orthanc-dicomweb dicom3tools pixelmed-apps chromium iproute2 util-linux)
 
 missing=()
 for p in "${PKGS[@]}"; do
