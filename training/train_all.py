@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         net, summary = train_segmenter(cache, name, train_ids, meta, iterations=iters,
                                        batch_size=int(spec.get("batch_size", 2)), seed=int(cohort_cfg["seed"]))
         meta["training"] = {**summary, "loss": "DiceCE, deep supervision", "patch_size_dhw": spec["sliding_window"]["roi_size"]}
-        meta["internal_validation"] = _seg_validation(cache, name, val_ids, meta, net) if val_ids else {}
+        meta["internal_validation"] = _seg_validation(cache, name, val_ids[:16], meta, net) if val_ids else {}
         print(f"[{name}] internal validation {meta['internal_validation']}", flush=True)
         write_model(a.out / name, export_segmenter(net, meta), meta)
 
