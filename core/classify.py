@@ -12,7 +12,6 @@ from typing import Any, Sequence
 
 import numpy as np
 import SimpleITK as sitk
-import torch
 
 from core.segment import scale_intensity
 from core.volume import Volume, to_sitk
@@ -49,18 +48,6 @@ def tumour_crop(ct: Volume, tumour_mask: np.ndarray, spec: dict[str, Any]) -> np
     image = scale_intensity(_resample(ct_img, sitk.sitkLinear, -1024.0), spec["intensity"])
     mask = (_resample(mask_img, sitk.sitkLinear, 0.0) >= 0.5).astype(np.float32)
     return np.stack([image, mask]).astype(np.float32)
-
-
-@torch.no_grad()
-def predict_proba(
-    module: torch.nn.Module, crop: np.ndarray, tabular: np.ndarray, device: torch.device
-) -> np.ndarray:
-    """Class probabilities (K,) float64 summing to 1, from one crop (C, D, H, W) and tabular vector (F,)."""
-    img = torch.from_numpy(np.ascontiguousarray(crop, dtype=np.float32))[None].to(device)
-    tab = torch.from_numpy(np.asarray(tabular, dtype=np.float32))[None].to(device)
-    logits = module(img, tab).float()
-    p = torch.softmax(logits, dim=1)[0].double().cpu().numpy()
-    return p / p.sum()
 
 
 def probabilities_by_class(p: np.ndarray, classes: Sequence[str]) -> dict[str, float]:

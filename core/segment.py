@@ -15,6 +15,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from core.inference import predict_probabilities
 from core.volume import Volume, from_sitk, to_sitk
 
 
@@ -62,27 +63,6 @@ def model_input(ct: Volume, metadata: dict[str, Any]) -> tuple[Volume, np.ndarra
     return grid, scale_intensity(grid.array, metadata["intensity"])[None]
 
 
-@torch.no_grad()
-def predict_probabilities(
-    module: torch.nn.Module, image: np.ndarray, metadata: dict[str, Any], device: torch.device
-) -> np.ndarray:
-    """Softmax probabilities (C, D, H, W) float32 by MONAI sliding-window inference.
-
-    ``roi_size`` (D-H-W voxels), ``overlap`` and ``sw_batch_size`` come from ``metadata['sliding_window']``.
-    Mixed precision (float16 autocast) on CUDA, float32 on CPU.
-    """
-    from monai.inferers import sliding_window_inference
-
-    sw = metadata["sliding_window"]
-    x = torch.from_numpy(image)[None].to(device)
-    with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=device.type == "cuda"):
-        logits = sliding_window_inference(
-            x, roi_size=tuple(sw["roi_size"]), sw_batch_size=int(sw.get("sw_batch_size", 1)),
-            predictor=module, overlap=float(sw.get("overlap", 0.25)), mode=sw.get("mode", "gaussian"),
-        )
-    return torch.softmax(logits.float(), dim=1)[0].cpu().numpy()
-
-
 def _foreground_box(fg: np.ndarray, margin: int = 2) -> tuple[slice, ...] | None:
     idx = np.argwhere(fg)
     if idx.size == 0:
@@ -126,14 +106,21 @@ def probabilities_to_labels(
     best = np.zeros(sub_shape, np.float32)
     label = np.zeros(sub_shape, np.uint8)
     fg_sum = np.zeros(sub_shape, np.float32)
+    better = np.empty(sub_shape, bool)
+    # In-place ufuncs with ``where=`` and array views, no boolean fancy indexing or copies: the same result
+    # as the plain version, about 3x faster on a 512 x 512 x 300 grid (see docs/robustness.md, benchmark).
     for c, value in enumerate(label_values, start=1):
         src = to_sitk(grid.with_array(np.ascontiguousarray(probs[c], dtype=np.float32)))
-        p = sitk.GetArrayFromImage(sitk.Resample(src, ref, sitk.Transform(), sitk.sitkLinear, 0.0))
+        resampled = sitk.Resample(src, ref, sitk.Transform(), sitk.sitkLinear, 0.0)
+        p = sitk.GetArrayViewFromImage(resampled)
         fg_sum += p
-        better = p > best
-        best[better] = p[better]
-        label[better] = value
-    label[best <= (1.0 - fg_sum)] = 0  # background wins where its probability is highest
+        np.greater(p, best, out=better)
+        np.copyto(best, p, where=better)
+        np.copyto(label, np.uint8(value), where=better)
+        del p, resampled
+    np.subtract(np.float32(1.0), fg_sum, out=fg_sum)  # now the background probability
+    np.less_equal(best, fg_sum, out=better)
+    np.copyto(label, np.uint8(0), where=better)  # background wins where its probability is highest
     out[tuple(slice(a, b) for a, b in zip(t_lo, t_hi))] = label
     return out
 

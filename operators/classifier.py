@@ -13,7 +13,8 @@ import torch
 from monai.deploy.core import Fragment
 
 from core import clinical
-from core.classify import predict_proba, probabilities_by_class, tumour_crop
+from core.classify import probabilities_by_class, tumour_crop
+from core.inference import predict_proba
 from core.models import LoadedModel, ModelError, load_model, load_variant, pick_device
 from core.run_state import EXIT_MODEL, RunFailure, RunState
 from operators.base import StageOperator

@@ -43,7 +43,8 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _seg_validation(cache: Path, name: str, ids: list[str], meta: dict, net: torch.nn.Module) -> dict[str, float]:
-    from core.segment import predict_probabilities, scale_intensity
+    from core.inference import predict_probabilities
+    from core.segment import scale_intensity
     dices: dict[str, list[float]] = {}
     fg = [lab for lab in meta["labels"] if int(lab["value"]) > 0]
     for cid in ids:

@@ -1,27 +1,25 @@
 """PACS round trip against a real Orthanc: C-STORE a CT study, fetch it back as a gateway would, run the app,
 C-STORE its DICOM output and check with QIDO-RS that the derived series landed in the CT's study.
 
-`run_app` is a placeholder (a highdicom BINARY SEG + TID 1500 SR of a box "tumour") until the real app is
-wired in: replace `placeholder_app` by `cli_app_runner()` (runs `python -m app -i IN -o OUT`).
+`run_app` is the real application, run as a gateway's orchestrator runs it (`python -m app -i IN -o OUT -m models`).
 """
 
 from __future__ import annotations
 
 import csv
-import json
+import sys
 from datetime import datetime
 from pathlib import Path
 
-import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.sr.codedict import codes
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from .conftest import record_timing, unavailable
 from .orthanc import (
+    cli_app_runner,
     OrthancServer,
     dicom_files,
     dicom_json_value,
@@ -98,53 +96,12 @@ def make_input_study(tmp_path: Path) -> Path:
     return manifest.parent / row["dicom_dir"]
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# placeholder app (the lead swaps in cli_app_runner(): python -m app -i IN -o OUT)
-# ---------------------------------------------------------------------------------------------------------------
-def placeholder_app(input_dir: Path, output_dir: Path) -> None:
-    """Stand-in for the MAP: a BINARY SEG of a box "tumour" on the input CT + a TID 1500 SR with its volume
-    (mL), both in the CT's study, plus a non-DICOM result.json that must not be sent to the PACS.
-    """
-    cts = [pydicom.dcmread(p) for p in dicom_files(input_dir)]
-    cts = [ds for ds in cts if ds.Modality == "CT"]
-    if not cts:
-        raise RuntimeError(f"placeholder_app: no CT in {input_dir}")
-    normal = np.cross(np.array(cts[0].ImageOrientationPatient[:3], float),
-                      np.array(cts[0].ImageOrientationPatient[3:], float))
-    cts.sort(key=lambda ds: float(np.dot(normal, np.array(ds.ImagePositionPatient, float))))
-    n, rows, cols = len(cts), int(cts[0].Rows), int(cts[0].Columns)
-    mask = np.zeros((n, rows, cols), dtype=bool)  # D-H-W in the sorted slice order
-    mask[n // 4: max(n // 4 + 1, 3 * n // 4), rows // 3: 2 * rows // 3, cols // 3: 2 * cols // 3] = True
-    algo = hd.AlgorithmIdentificationSequence(name="placeholder", version="0",
-                                              family=codes.cid7162.ArtificialIntelligence)
-    seg = hd.seg.Segmentation(
-        source_images=cts, pixel_array=mask, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=[hd.seg.SegmentDescription(
-            segment_number=1, segment_label="Sacral tumour",
-            segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
-            segmented_property_type=codes.SCT.Neoplasm,
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC, algorithm_identification=algo)],
-        series_instance_uid=generate_uid(), series_number=900, sop_instance_uid=generate_uid(),
-        instance_number=1, manufacturer="sacral-map", manufacturer_model_name="placeholder",
-        software_versions="0", device_serial_number="0")
-    voxel_ml = float(cts[0].PixelSpacing[0]) * float(cts[0].PixelSpacing[1]) * float(cts[0].SliceThickness) / 1e3
-    measurement = hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier="sacral tumour"),
-        referenced_segment=hd.sr.ReferencedSegment(
-            sop_class_uid=seg.SOPClassUID, sop_instance_uid=seg.SOPInstanceUID, segment_number=1,
-            source_series=hd.sr.SourceSeriesForSegmentation(cts[0].SeriesInstanceUID)),
-        measurements=[hd.sr.Measurement(name=codes.SCT.Volume, value=round(mask.sum() * voxel_ml, 3),
-                                        unit=hd.sr.CodedConcept("mL", "UCUM", "milliliter"))])
-    report = hd.sr.MeasurementReport(observation_context=hd.sr.ObservationContext(),
-                                     procedure_reported=codes.LN.CTUnspecifiedBodyRegion,
-                                     imaging_measurements=[measurement])
-    sr = hd.sr.Comprehensive3DSR(evidence=[seg], content=report, series_instance_uid=generate_uid(),
-                                 series_number=901, sop_instance_uid=generate_uid(), instance_number=1,
-                                 manufacturer="sacral-map")
-    output_dir.mkdir(parents=True, exist_ok=True)
-    seg.save_as(output_dir / "seg.dcm")
-    sr.save_as(output_dir / "sr.dcm")
-    (output_dir / "result.json").write_text(json.dumps({"tumour_volume_ml": float(mask.sum() * voxel_ml)}))
+REPO = Path(__file__).resolve().parents[2]
+
+
+def real_app():
+    """The application exactly as a gateway's orchestrator runs it: ``python -m app -i IN -o OUT -m MODELS``."""
+    return cli_app_runner([sys.executable, "-m", "app", "-m", str(REPO / "models")], cwd=REPO)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -165,7 +122,7 @@ def test_pacs_roundtrip_derived_series_in_same_study(orthanc: OrthancServer, tmp
     sent = dicom_files(study_dir)
     ct0 = pydicom.dcmread(sent[0], stop_before_pixels=True)
 
-    result = pacs_roundtrip(orthanc, study_dir, placeholder_app, tmp_path / "gateway", fetch_method="c-move")
+    result = pacs_roundtrip(orthanc, study_dir, real_app(), tmp_path / "gateway", fetch_method="c-move")
 
     record_timing(request, "C-STORE input", f"{result.store_in.n} instances in {result.store_in.seconds:.2f} s, "
                   f"{1000 * result.store_in.mean_per_instance_s:.1f} ms/instance (median "
