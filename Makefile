@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv demo test bench train clean
+.PHONY: venv demo test bench train evaluate clean
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,13 @@ demo: venv
 	$(PY) -m training.phantom --out $(DEMO_IN) --n 1 --seed 2026 --classes chordoma
 	$(PY) -m app -i $(DEMO_IN)/C0001/dicom -o $(DEMO_OUT) -m models
 	@echo "outputs in $(DEMO_OUT)/: $$(ls $(DEMO_OUT) | tr '\n' ' ')"
+
+# Held-out evaluation behind the model card: a cohort from a seed never used in training, run through the
+# application exactly as deployed (DICOM in, result.json + SEG out), metrics with bootstrap CIs.
+EVAL_DIR ?= build/heldout
+evaluate: venv
+	$(PY) -m training.phantom --out $(EVAL_DIR)/cohort --n 120 --seed 7777 --no-tumour-fraction 0.15
+	$(PY) -m validation run --manifest $(EVAL_DIR)/cohort/manifest.csv --out $(EVAL_DIR)/report --models models
 
 # Retrain all three models from scratch on a generated cohort (about an hour on 2 CPU cores).
 train: venv

@@ -1,0 +1,128 @@
+"""The built MAP image, run as an orchestrator runs it: no network, read-only root and input, non-root user.
+
+Selected by ``make map-test`` (which builds the image and sets MAP_IMAGE); without MAP_IMAGE every test here
+is skipped, so ``make test`` never builds or runs images. Needs podman (or PODMAN=docker) and, on the
+development machines, packaging/containers.conf + packaging/storage.conf (used when CONTAINERS_CONF /
+CONTAINERS_STORAGE_CONF are unset).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+IMAGE = os.environ.get("MAP_IMAGE", "")
+UID = os.environ.get("MAP_UID", "1000")
+PODMAN = os.environ.get("PODMAN", "podman")
+APP_JSON = json.loads((ROOT / "MAP_manifest" / "app.json").read_text())
+PKG_JSON = json.loads((ROOT / "MAP_manifest" / "pkg.json").read_text())
+
+pytestmark = pytest.mark.skipif(not IMAGE, reason="MAP_IMAGE not set: run `make map-test`")
+
+
+def podman(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    if PODMAN == "podman":
+        env.setdefault("CONTAINERS_CONF", str(ROOT / "packaging" / "containers.conf"))
+        env.setdefault("CONTAINERS_STORAGE_CONF", str(ROOT / "packaging" / "storage.conf"))
+    return subprocess.run([PODMAN, *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def run_image(*args: str, mounts: tuple[str, ...] = (), timeout: int = 120) -> subprocess.CompletedProcess:
+    """``podman run`` as a hosting service would: --network none, --read-only root, tmpfs /tmp, non-root."""
+    cmd = ["run", "--rm", "--network", "none", "--read-only", "--tmpfs", "/tmp", "--user", f"{UID}:{UID}"]
+    for m in mounts:
+        cmd += ["-v", m]
+    return podman(*cmd, IMAGE, *args, timeout=timeout)
+
+
+def writable_dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o777)  # the container user (UID) must be able to write here
+    return path
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One generated phantom study with a tumour (the DICOM folder of case C0001)."""
+    from training.phantom import generate_cohort
+
+    out = tmp_path_factory.mktemp("map_study")
+    generate_cohort(out, n=1, seed=20261127, classes=["chordoma"])
+    return out / "C0001" / "dicom"
+
+
+@pytest.fixture(scope="module")
+def image_run(study: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess, Path]:
+    out = writable_dir(tmp_path_factory.mktemp("map_out") / "output")
+    proc = run_image(mounts=(f"{study}:/var/holoscan/input:ro", f"{out}:/var/holoscan/output"),
+                     timeout=APP_JSON["timeout"])
+    return proc, out
+
+
+def test_image_metadata() -> None:
+    proc = podman("image", "inspect", IMAGE)
+    assert proc.returncode == 0, proc.stderr
+    config = json.loads(proc.stdout)[0]["Config"]
+    labels = config["Labels"]
+    assert labels["org.opencontainers.image.version"] == APP_JSON["version"]
+    assert labels["org.opencontainers.image.title"]
+    assert config["Entrypoint"] == ["/var/holoscan/tools"]
+    assert config["User"] not in ("", "root", "0")
+    env = dict(e.split("=", 1) for e in config["Env"])
+    for key, value in APP_JSON["environment"].items():
+        assert env[key] == value, key
+
+
+def test_show_prints_both_manifests() -> None:
+    proc = run_image("show")
+    assert proc.returncode == 0, proc.stderr
+    app_part = proc.stdout.split("== app.json ==")[1].split("== pkg.json ==")[0]
+    pkg_part = proc.stdout.split("== pkg.json ==")[1]
+    app_doc = json.loads(app_part[app_part.index("{"):app_part.rindex("}") + 1])
+    pkg_doc = json.loads(pkg_part[pkg_part.index("{"):pkg_part.rindex("}") + 1])
+    assert app_doc == APP_JSON
+    assert pkg_doc == PKG_JSON
+
+
+def test_runs_offline_on_a_generated_study(image_run: tuple[subprocess.CompletedProcess, Path]) -> None:
+    proc, out = image_run
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((out / "result.json").read_text())
+    assert result["status"] in ("tumour_found", "no_tumour", "not_applicable"), result.get("reason")
+
+
+def test_same_result_as_the_local_run(image_run: tuple[subprocess.CompletedProcess, Path], study: Path,
+                                      tmp_path: Path) -> None:
+    """The image (same pins, same models) answers what `python -m app` answers in the development venv."""
+    from tests.conftest import run_app
+
+    proc, out = image_run
+    assert proc.returncode == 0
+    local = run_app(study, tmp_path / "local_out", ROOT / "models")
+    assert local.returncode == 0, local.stderr[-2000:]
+    in_image = json.loads((out / "result.json").read_text())
+    assert in_image["status"] == local.result["status"]
+    assert in_image["predicted_class"] == local.result["predicted_class"]
+    for cls, p in local.result["probabilities"].items():
+        assert in_image["probabilities"][cls] == pytest.approx(p, abs=1e-4), cls
+
+
+def test_extract_copies_app_config_models_docs(tmp_path: Path) -> None:
+    export = writable_dir(tmp_path / "export")
+    proc = run_image("extract", mounts=(f"{export}:/var/run/holoscan/export",))
+    assert proc.returncode == 0, proc.stderr
+    assert (export / "app" / "__main__.py").is_file()
+    assert (export / "app" / "app" / "__main__.py").is_file()
+    assert sorted(p.name for p in (export / "config").iterdir()) == ["app.json", "app.yaml", "pkg.json"]
+    assert json.loads((export / "config" / "pkg.json").read_text()) == PKG_JSON
+    assert sorted(p.name for p in (export / "models").iterdir()) == sorted(PKG_JSON["models"])
+    for name in PKG_JSON["models"]:
+        assert (export / "models" / name / "model.ts").read_bytes() == (ROOT / "models" / name / "model.ts").read_bytes()
+    assert (export / "docs" / "deploy.md").is_file()
+    shutil.rmtree(export)
