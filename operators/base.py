@@ -11,11 +11,13 @@ from __future__ import annotations
 import logging
 import time
 import traceback
+from pathlib import Path
 from typing import Any
 
 from monai.deploy.core import Fragment, Operator, OperatorSpec
 
-from core.run_state import EXIT_INTERNAL, RunFailure, RunState
+from core.models import LoadedModel, ModelError, load_model, pick_device
+from core.run_state import EXIT_INTERNAL, EXIT_MODEL, RunFailure, RunState
 
 log = logging.getLogger("sacral_tumour")
 
@@ -58,3 +60,35 @@ class StageOperator(Operator):
 
     def run(self, state: RunState) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+class ModelStageOperator(StageOperator):
+    """A stage that runs one model: loads it once (sha256 checked first) on first use, on the GPU when present.
+
+    A missing or corrupted model ends the run with status ``error`` and exit code 3.
+    """
+
+    def __init__(self, fragment: Fragment, *args: Any, models_dir: Path, model_name: str, device: str = "auto",
+                 **kwargs: Any) -> None:
+        self.models_dir, self.model_name, self.device_pref = Path(models_dir), model_name, device
+        self._model: LoadedModel | None = None
+        super().__init__(fragment, *args, **kwargs)
+
+    def loaded(self) -> LoadedModel:
+        if self._model is None:
+            try:
+                model = load_model(self.models_dir, self.model_name, pick_device(self.device_pref))
+                self.on_load(model)
+            except ModelError as e:
+                raise RunFailure(str(e), EXIT_MODEL) from None
+            self._model = model
+        return self._model
+
+    def on_load(self, model: LoadedModel) -> None:
+        """Hook for loading what else the model needs (may raise ModelError)."""
+
+    def model(self, state: RunState) -> LoadedModel:
+        """The loaded model, recorded in ``state.models`` (name, version, sha256, device)."""
+        m = self.loaded()
+        state.models[m.name] = {"version": m.version, "sha256": m.sha256, "device": m.device.type}
+        return m

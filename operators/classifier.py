@@ -6,44 +6,28 @@ and are reported under ``ablation`` in result.json for validation runs.
 """
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import torch
-from monai.deploy.core import Fragment
 
 from core import clinical
 from core.classify import probabilities_by_class, tumour_crop
 from core.inference import predict_proba
-from core.models import LoadedModel, ModelError, load_model, load_variant, pick_device
-from core.run_state import EXIT_MODEL, RunFailure, RunState
-from operators.base import StageOperator
+from core.models import LoadedModel, load_variant
+from core.run_state import RunState
+from operators.base import ModelStageOperator
 
 TUMOUR = 3
 
 
-class TumourClassifierOperator(StageOperator):
+class TumourClassifierOperator(ModelStageOperator):
     stage = "classification"
 
-    def __init__(self, fragment: Fragment, *args: Any, models_dir: Path, model_name: str, device: str = "auto",
-                 **kwargs: Any) -> None:
-        self.models_dir, self.model_name, self.device_pref = Path(models_dir), model_name, device
-        self._model: LoadedModel | None = None
-        self._variants: dict[str, torch.jit.ScriptModule] = {}
-        super().__init__(fragment, *args, **kwargs)
+    _variants: dict[str, torch.jit.ScriptModule]
 
-    def model(self) -> LoadedModel:
-        if self._model is None:
-            try:
-                self._model = load_model(self.models_dir, self.model_name, pick_device(self.device_pref))
-                self._variants = {v: load_variant(self._model, v) for v in self._model.metadata.get("variants", {})}
-            except ModelError as e:
-                raise RunFailure(str(e), EXIT_MODEL) from None
-        return self._model
+    def on_load(self, model: LoadedModel) -> None:
+        self._variants = {v: load_variant(model, v) for v in model.metadata.get("variants", {})}
 
     def run(self, state: RunState) -> None:
-        m = self.model()
-        state.models[m.name] = {"version": m.version, "sha256": m.sha256, "device": m.device.type}
+        m = self.model(state)
         if state.status != "tumour_found":
             return
         meta = m.metadata

@@ -8,37 +8,23 @@ factory, which accepts only one file per model folder.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from monai.deploy.core import Fragment
 
-from core.models import LoadedModel, ModelError, load_model, pick_device
-from core.run_state import EXIT_MODEL, RunFailure, RunState
+from core.run_state import RunState
 from core.segment import segment
-from operators.base import StageOperator
+from operators.base import ModelStageOperator
 
 
-class SegmentationOperator(StageOperator):
+class SegmentationOperator(ModelStageOperator):
     """Runs model ``model_name`` and stores its label map (uint8, D-H-W, series grid) in ``state.<target>``."""
 
-    def __init__(self, fragment: Fragment, *args: Any, models_dir: Path, model_name: str, target: str,
-                 device: str = "auto", **kwargs: Any) -> None:
-        self.models_dir, self.model_name, self.target, self.device_pref = Path(models_dir), model_name, target, device
-        self.stage = f"segment_{model_name}"
-        self._model: LoadedModel | None = None
+    def __init__(self, fragment: Fragment, *args: Any, target: str, **kwargs: Any) -> None:
+        self.target = target
         super().__init__(fragment, *args, **kwargs)
-
-    def model(self) -> LoadedModel:
-        if self._model is None:
-            try:
-                self._model = load_model(self.models_dir, self.model_name, pick_device(self.device_pref))
-            except ModelError as e:
-                raise RunFailure(str(e), EXIT_MODEL) from None
-        return self._model
+        self.stage = f"segment_{self.model_name}"
 
     def run(self, state: RunState) -> None:
-        m = self.model()
-        state.models[m.name] = {"version": m.version, "sha256": m.sha256, "device": m.device.type}
-        labels = segment(state.loaded.volume, m.module, m.metadata, m.device)
-        setattr(state, self.target, labels)
+        m = self.model(state)
+        setattr(state, self.target, segment(state.loaded.volume, m.module, m.metadata, m.device))

@@ -10,7 +10,6 @@ Relative paths are relative to the manifest's folder.
 from __future__ import annotations
 
 import csv
-import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,14 +79,6 @@ def _norm_value(v: str) -> str:
         return f"{f:g}"
     except ValueError:
         return v
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_manifest(path: Path | str, subgroup_columns: list[str] | None = None) -> tuple[list[Case], list[str]]:

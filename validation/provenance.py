@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from validation.manifest import sha256_file
+from core.models import sha256_of
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -90,7 +90,7 @@ def provenance(*, manifest: Path, models_dir: Path | None, seed: int, n_resample
         "models": models,
         "models_in_results": seen,
         "models_mismatch": mismatch,
-        "manifest": {"path": str(manifest), "sha256": sha256_file(manifest)},
+        "manifest": {"path": str(manifest), "sha256": sha256_of(manifest)},
         "seed": seed,
         "bootstrap_resamples": n_resamples,
         "date": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
