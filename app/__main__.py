@@ -31,8 +31,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return a
 
 
-def summary(doc: dict) -> str:
-    """A few readable lines for the console (no patient identifiers)."""
+def summary(doc: dict, written: bool = True) -> str:
+    """A few readable lines for the console (no patient identifiers); ``written``: the outputs were published."""
     status = doc.get("status")
     lines = [f"status: {status}"]
     if status == "error":
@@ -50,7 +50,7 @@ def summary(doc: dict) -> str:
                      + (" (cut by the scan edge)" if h.get("truncated") else ""))
     lines += [f"warning: {w}" for w in doc.get("warnings", [])]
     outs = [v for v in (doc.get("outputs") or {}).values() if v]
-    lines.append("outputs: " + ", ".join(outs + ["result.json"]))
+    lines.append("outputs: " + (", ".join(outs + ["result.json"]) if written else "none written"))
     return "\n".join(lines)
 
 
@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     preload_cudart()
     from app.config import load_config
     from app.app import SacralTumourApp
+    from core.run_state import EXIT_OUTPUT
     try:
         config = load_config(a.config)
     except ValueError as e:
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     if doc is None:
         print("error: the application graph ended without a result", file=sys.stderr)
         return 1
-    text = summary(doc)
+    text = summary(doc, written=app.outcome.get("exit_code") != EXIT_OUTPUT)
     if doc["status"] == "error":
         print(f"error: {doc.get('reason')}", file=sys.stderr)
     print(text)

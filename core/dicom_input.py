@@ -640,3 +640,38 @@ def ensure_reference_uids(datasets: list[Dataset], key: str) -> list[str]:
                 setattr(ds, kw, uid)
             warnings.append(f"source series has no {kw}: a derived UID is used in the outputs")
     return warnings
+
+
+#: Patient/study attributes that the derived objects (SEG, SR) copy from the source and highdicom parses:
+#: keyword -> check of a present value (None: any value is accepted)
+_COPIED_ATTRIBUTES: dict[str, Any] = {
+    "PatientName": None, "PatientID": None, "AccessionNumber": None, "StudyID": None,
+    "PatientBirthDate": "DA", "StudyDate": "DA", "StudyTime": "TM", "PatientSex": ("M", "F", "O"),
+}
+
+
+def ensure_copied_attributes(datasets: list[Dataset]) -> list[str]:
+    """Make the patient/study attributes that SEG and SR copy usable (in memory only): an absent one becomes
+    empty (DICOM type 2), a malformed date, time or sex becomes empty with a warning naming the attribute
+    (never its value). Without this, highdicom refuses to build the outputs.
+    """
+    from pydicom.valuerep import DA, TM
+
+    malformed: set[str] = set()
+    for ds in datasets:
+        for kw, check in _COPIED_ATTRIBUTES.items():
+            if kw not in ds:
+                setattr(ds, kw, "")
+                continue
+            value = _str(ds.get(kw))
+            if not value or check is None:
+                continue
+            try:
+                ok = value.upper() in check if isinstance(check, tuple) else \
+                    (DA if check == "DA" else TM)(value) is not None
+            except Exception:  # noqa: BLE001 - pydicom raises ValueError (or others) for malformed values
+                ok = False
+            if not ok:
+                setattr(ds, kw, "")
+                malformed.add(kw)
+    return [f"{kw} malformed in the DICOM header: left empty in the outputs" for kw in sorted(malformed)]

@@ -18,6 +18,7 @@ from operators.base import StageOperator
 
 class ClinicalVariablesOperator(StageOperator):
     stage = "clinical_variables"
+    runs_when_finished = True  # a not_applicable run still reports the header's age and sex
 
     def __init__(self, fragment: Fragment, *args: Any, models_dir: Path, classifier: str, **kwargs: Any) -> None:
         self.models_dir, self.classifier = Path(models_dir), classifier

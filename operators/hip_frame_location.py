@@ -25,6 +25,10 @@ class HipFrameLocationOperator(StageOperator):
             state.status = "not_applicable"
             return
         loc = hip_frame.tumour_location(labels, TUMOUR, frame)
+        cut = hip_frame.truncated_faces(labels, (TUMOUR,))
+        if cut:
+            state.warn(f"sacral tumour touches the edge of the scan ({', '.join(cut)}): its volume and location "
+                       "may be underestimated")
         state.tumour = {"volume_ml": round(tumour_ml, 3),
                         **{k: [round(float(x), 4) for x in v] for k, v in loc.items()}}
         state.status = "tumour_found"

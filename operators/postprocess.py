@@ -28,7 +28,7 @@ class LargestComponentOperator(StageOperator):
         state.hip_labels = state.tumour_labels = None  # free memory
         vox = ct.voxel_volume_ml
         left, right = (float((labels == v).sum() * vox) for v in (HIP_LEFT, HIP_RIGHT))
-        min_ml = float(state.config.get("analysis", {}).get("min_hip_bone_volume_ml", 5.0))
+        min_ml = float(state.config.get("analysis", {}).get("min_hip_bone_volume_ml", 50.0))
         truncated = hip_frame.hip_bone_truncated(state.labels, (HIP_LEFT, HIP_RIGHT)) if (left or right) else False
         state.hip_bone = {"left_volume_ml": round(left, 2), "right_volume_ml": round(right, 2), "truncated": truncated}
         if left < min_ml or right < min_ml:

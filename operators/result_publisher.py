@@ -11,12 +11,13 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from monai.deploy.core import Fragment
 
-from core.run_state import EXIT_OUTPUT, RunState, result_document
+from core.run_state import EXIT_OUTPUT, RunFailure, RunState, result_document
 from operators.base import StageOperator
 
 log = logging.getLogger("sacral_tumour")
@@ -49,6 +50,21 @@ def publish(files: dict[str, Path], out_dir: Path) -> None:
         raise
 
 
+def check_output_writable(out_dir: Path) -> None:
+    """Create ``out_dir`` and a probe file in it (removed again); RunFailure (exit 4) if that fails.
+
+    Catches a missing, read-only or non-folder output path before the analysis; a disk that fills up later
+    is handled by :func:`publish`.
+    """
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=out_dir)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise RunFailure(f"output folder is not writable: {e.strerror or type(e).__name__}", EXIT_OUTPUT) from None
+
+
 class ResultPublisherOperator(StageOperator):
     stage = "publish"
     runs_when_finished = True
@@ -79,7 +95,8 @@ class ResultPublisherOperator(StageOperator):
         try:
             publish(files, state.output_dir)
         except OSError as e:
-            state.fail(f"cannot write the outputs: {e.strerror or type(e).__name__}", EXIT_OUTPUT)
+            if state.exit_code != EXIT_OUTPUT:  # keep the pre-flight's reason when it already said so
+                state.fail(f"cannot write the outputs: {e.strerror or type(e).__name__}", EXIT_OUTPUT)
             doc = result_document(state, {"seg": None, "sr": None})
         finally:
             shutil.rmtree(staging, ignore_errors=True)

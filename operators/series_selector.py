@@ -14,6 +14,7 @@ from monai.deploy.core import Fragment
 from core.dicom_input import scan_folder, select_series
 from core.run_state import EXIT_INPUT, RunFailure, RunState
 from operators.base import StageOperator
+from operators.result_publisher import check_output_writable
 
 
 class SeriesSelectorOperator(StageOperator):
@@ -33,6 +34,7 @@ class SeriesSelectorOperator(StageOperator):
     def run(self, state: RunState) -> None:
         if not state.input_dir.is_dir():
             raise RunFailure("input folder does not exist or is not a folder", EXIT_INPUT)
+        check_output_writable(state.output_dir)  # fail before the analysis, not after it
         scan = scan_folder(state.input_dir)
         if scan.unreadable:
             names = ", ".join(sorted(str(p.relative_to(state.input_dir)) for p in scan.unreadable)[:10])
@@ -41,7 +43,8 @@ class SeriesSelectorOperator(StageOperator):
         selection = select_series(scan, state.config.get("series_selection"))
         state.selection = selection
         for w in selection.warnings:
-            state.warn(w)
+            if not (scan.unreadable and "unreadable DICOM file" in w):  # already said above, with the names
+                state.warn(w)
         if selection.series is None:
             if not scan.series and scan.unreadable:
                 raise RunFailure(f"no readable DICOM: {len(scan.unreadable)} unreadable file(s)", EXIT_INPUT)

@@ -2,11 +2,16 @@
 
 Replaces the SDK's DICOMSeriesToVolumeOperator, which trusts slice order and geometry: ``core.dicom_input
 .load_volume`` sorts by position along the slice normal and refuses tilt, gaps, duplicates and uneven
-spacing with a reason.
+spacing with a reason. Before any pixel is decoded, a memory guard refuses a series whose voxel count
+(rows x columns x slices, from the headers) exceeds ``analysis.max_voxels`` of app.yaml.
 """
 from __future__ import annotations
 
-from core.dicom_input import InputError, ensure_reference_uids, load_volume
+from typing import Any
+
+from core.dicom_input import (
+    InputError, SeriesInfo, ensure_copied_attributes, ensure_reference_uids, load_volume,
+)
 from core.run_state import EXIT_INPUT, RunFailure, RunState
 from operators.base import StageOperator
 
@@ -15,10 +20,33 @@ class SeriesToVolumeOperator(StageOperator):
     stage = "load_volume"
 
     def run(self, state: RunState) -> None:
+        check_size(state.selection.series, state.config)
         try:
             state.loaded = load_volume(state.selection.series, state.config.get("series_selection"))
         except InputError as e:
             raise RunFailure(e.reason, EXIT_INPUT) from None
         state.loaded.warnings.extend(ensure_reference_uids(state.loaded.datasets, state.selection.series.key))
+        state.loaded.warnings.extend(ensure_copied_attributes(state.loaded.datasets))
         for w in state.loaded.warnings:
             state.warn(w)
+
+
+#: peak memory = BASELINE_BYTES + BYTES_PER_VOXEL x voxels of the selected series (measured by ``python -m bench``,
+#: see docs/robustness.md); used for the memory guard's message and checked against resources.memory by the tests
+BASELINE_BYTES = 1.5 * 2**30
+BYTES_PER_VOXEL = 24
+
+
+def check_size(series: SeriesInfo, config: dict[str, Any]) -> None:
+    """Refuse (exit 2) a series larger than ``analysis.max_voxels`` before decoding any pixel data."""
+    limit = config.get("analysis", {}).get("max_voxels")
+    if not limit:
+        return
+    rows, cols = int(series.header.get("Rows") or 0), int(series.header.get("Columns") or 0)
+    voxels = rows * cols * series.n_slices
+    if voxels > int(limit):
+        need = (BASELINE_BYTES + voxels * BYTES_PER_VOXEL) / 2**30
+        memory = config.get("resources", {}).get("memory", "?")
+        raise RunFailure(f"series too large: {rows} x {cols} x {series.n_slices} = {voxels / 1e6:.1f} M voxels, "
+                         f"above the limit of {int(limit) / 1e6:.1f} M (analysis.max_voxels; about {need:.1f} GiB "
+                         f"would be needed, the package requests {memory})", EXIT_INPUT)

@@ -1,0 +1,316 @@
+"""What the real application (``python -m app``) does with unusual input: one run per case, see docs/robustness.md.
+
+The cases are built and run by ``tests/robust_cases.py`` (once per session, shared with ``test_privacy.py``).
+Expectations hold for any segmentation model: where the outcome depends on what the models find (a pelvis
+without tumour, a hip bone cut by the scan edge, a tumour at the edge), only what the input decides is asserted
+unconditionally; the model-dependent part is asserted for the status the models produced.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+import yaml
+
+from conftest import REPO
+from robust_cases import ALL_CASES, IDENT, NON_ASCII_NAME, CaseRun, Cases
+
+ANALYSED = ("tumour_found", "no_tumour", "not_applicable")
+FINDINGS = ("status", "study_instance_uid", "series_instance_uid", "predicted_class", "probabilities", "tumour",
+            "hip_bone", "models")
+
+
+@pytest.fixture(scope="session")
+def cases(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Cases:
+    return Cases.get(tmp_path_factory)
+
+
+def _approx(a: Any, b: Any, path: str = "") -> None:
+    """Equal up to float round-off (1e-4 relative), recursively."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        assert a.keys() == b.keys(), f"{path}: keys {sorted(a)} != {sorted(b)}"
+        for k in a:
+            _approx(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list) and isinstance(b, list):
+        assert len(a) == len(b), f"{path}: lengths {len(a)} != {len(b)}"
+        for i, (x, y) in enumerate(zip(a, b)):
+            _approx(x, y, f"{path}[{i}]")
+    elif isinstance(a, float) or isinstance(b, float):
+        assert isinstance(a, (int, float)) and isinstance(b, (int, float)), f"{path}: {a!r} != {b!r}"
+        assert math.isclose(a, b, rel_tol=1e-4, abs_tol=1e-6), f"{path}: {a} != {b}"
+    else:
+        assert a == b, f"{path}: {a!r} != {b!r}"
+
+
+def assert_same_findings(run: CaseRun, ref: CaseRun, keys: tuple[str, ...] = FINDINGS) -> None:
+    assert run.run.returncode == 0, run.run.stderr[-3000:]
+    for k in keys:
+        _approx(run.result[k], ref.result[k], k)
+
+
+def assert_analysed(run: CaseRun) -> dict[str, Any]:
+    """Exit 0, a non-error status, and outputs consistent with it."""
+    assert run.run.returncode == 0, run.run.stderr[-3000:]
+    doc = run.result
+    assert doc["status"] in ANALYSED, doc.get("reason")
+    assert doc["outputs"]["sr"] == "sacral_tumour_sr.dcm"
+    if doc["status"] != "tumour_found":
+        assert doc["predicted_class"] is None and doc["probabilities"] == {} and doc["tumour"] is None
+    else:
+        assert doc["tumour"]["volume_ml"] >= 0.5 and doc["predicted_class"] in doc["probabilities"]
+    if doc["status"] == "not_applicable":
+        assert any(w.startswith("not applicable:") for w in doc["warnings"]), doc["warnings"]
+    return doc
+
+
+def assert_refused(run: CaseRun, exit_code: int, *fragments: str) -> dict[str, Any]:
+    """Status error with the exit code, a reason containing ``fragments``, result.json only."""
+    assert run.run.returncode == exit_code, (run.run.stdout[-2000:], run.run.stderr[-3000:])
+    doc = run.result
+    assert doc["status"] == "error"
+    for f in fragments:
+        assert f in doc["reason"], doc["reason"]
+    assert f"error: {doc['reason']}" in run.run.stderr
+    assert doc["outputs"] == {"seg": None, "sr": None}
+    assert sorted(p.name for p in run.run.output_dir.iterdir()) == ["result.json"]
+    return doc
+
+
+# ------------------------------------------------------------------------------ invariants of every case
+@pytest.mark.parametrize("name", ALL_CASES)
+def test_nothing_partial_and_staging_removed(cases: Cases, name: str) -> None:
+    """Whatever happens: the output folder holds result.json and the outputs it names, or nothing; no
+    ``.partial`` or probe files; the private staging folder under TMPDIR is gone."""
+    run = cases.run(name)
+    out = run.run.output_dir
+    present = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if run.has_result:
+        doc = run.result
+        named = [v for v in doc["outputs"].values() if v]
+        assert present == sorted(["result.json", *named])
+        if doc["status"] == "error":
+            assert named == [] and run.run.returncode in (1, 2, 3)
+        else:
+            assert run.run.returncode == 0
+    else:
+        assert present == [], present
+        assert run.run.returncode == 4
+    assert list(run.tmpdir.iterdir()) == [], "staging or temporary files left in TMPDIR"
+    assert run.run.stdout.splitlines()[0].startswith("status: "), run.run.stdout[:500]
+
+
+# ------------------------------------------------------------------------------------ analysed inputs
+def test_good_study(cases: Cases) -> None:
+    run = cases.run("good")
+    doc = assert_analysed(run)
+    study = run.expect["study"]
+    assert (doc["study_instance_uid"], doc["series_instance_uid"]) == (study.study_uid, study.series_uid)
+    assert set(doc["models"]) >= {"hip_bone_seg", "tumour_seg"}
+    assert doc["clinical"]["sex"] in ("M", "F") and doc["clinical"]["age_years"] > 0
+
+
+def test_file_names_order_folders_and_duplicates_do_not_matter(cases: Cases) -> None:
+    """Random file names, nested folders, InstanceNumber running head to feet and two slices exported twice:
+    the same findings as the ordered study, and a warning about the dropped duplicates."""
+    run = cases.run("file_order")
+    assert_same_findings(run, cases.run("good"))
+    assert "2 duplicate slice(s) with identical pixel data dropped" in run.result["warnings"]
+
+
+def test_corrupted_and_truncated_files_are_named_and_the_good_series_used(cases: Cases) -> None:
+    run = cases.run("bad_files")
+    assert_same_findings(run, cases.run("good"))
+    named = [w for w in run.result["warnings"] if "unreadable DICOM file(s) ignored:" in w]
+    assert len(named) == 1, run.result["warnings"]
+    for f in run.expect["bad"]:
+        assert f in named[0]
+    assert "junk/" not in named[0], "non-DICOM files are ignored silently"
+
+
+def test_transfer_syntaxes_signedness_and_rescale_do_not_matter(cases: Cases) -> None:
+    """Slices re-encoded as big endian, JPEG 2000, implicit VR, PixelRepresentation 1 and slope 0.5: same HU,
+    same findings."""
+    run = cases.run("storage")
+    assert_same_findings(run, cases.run("good"))
+    assert not any("Rescale" in w for w in run.result["warnings"])
+
+
+def test_noncontrast_soft_thin_series_is_chosen(cases: Cases) -> None:
+    run = cases.run("series_choice")
+    doc = assert_analysed(run)
+    assert doc["series_instance_uid"] == run.expect["selected"]
+    assert not any("contrast" in w for w in doc["warnings"]), doc["warnings"]
+
+
+def test_best_series_over_several_studies_with_warning(cases: Cases) -> None:
+    run = cases.run("two_studies")
+    doc = assert_analysed(run)
+    assert (doc["study_instance_uid"], doc["series_instance_uid"]) == (run.expect["study"], run.expect["selected"])
+    assert "1 other study in the input ignored" in doc["warnings"]
+
+
+def _assert_missing_clinical(run: CaseRun, cases: Cases) -> dict[str, Any]:
+    doc = assert_analysed(run)
+    assert_same_findings(run, cases.run("good"), ("status", "series_instance_uid", "tumour", "hip_bone"))
+    assert doc["clinical"]["age_years"] is None and doc["clinical"]["sex"] is None
+    if doc["status"] == "tumour_found":  # age and sex feed the classifier only when there is a tumour
+        assert {"age", "sex"} <= set(doc["clinical"]["imputed"])
+        for name in ("age_years", "sex"):
+            assert f"{name} missing or malformed in the DICOM header: imputed for the classifier" in doc["warnings"]
+    else:
+        assert doc["clinical"]["imputed"] == []
+    return doc
+
+
+def test_missing_age_sex_dates_and_non_ascii_name(cases: Cases) -> None:
+    run = cases.run("clinical_missing_non_ascii")
+    doc = _assert_missing_clinical(run, cases)
+    for key in ("seg", "sr"):  # the DICOM outputs carry the patient's name, correctly encoded
+        if doc["outputs"][key]:
+            ds = pydicom.dcmread(run.run.output_dir / doc["outputs"][key])
+            assert str(ds.PatientName) == NON_ASCII_NAME
+
+
+def test_malformed_age_birth_date_sex_and_study_date(cases: Cases) -> None:
+    run = cases.run("clinical_malformed")
+    doc = _assert_missing_clinical(run, cases)
+    ds = pydicom.dcmread(run.run.output_dir / doc["outputs"]["sr"])
+    assert str(ds.PatientName) == IDENT["patient_name"] and ds.PatientID == IDENT["patient_id"]
+
+
+def test_real_abdomen_series_is_not_applicable(cases: Cases) -> None:
+    run = cases.run("real_abdomen")
+    doc = assert_analysed(run)
+    assert "series is contrast-enhanced: outside the validated use" in doc["warnings"]
+    assert doc["status"] == "not_applicable", (doc["hip_bone"], doc["warnings"])
+
+
+def test_scan_without_hip_bone_is_not_applicable(cases: Cases) -> None:
+    run = cases.run("thighs_only")
+    doc = assert_analysed(run)
+    assert doc["status"] == "not_applicable", (doc["hip_bone"], doc["warnings"])
+    assert any("hip bone in the field of view" in w for w in doc["warnings"]), doc["warnings"]
+
+
+def test_hip_bone_cut_by_the_scan_is_reported(cases: Cases) -> None:
+    run = cases.run("hip_cut")
+    doc = assert_analysed(run)
+    hip = doc["hip_bone"]
+    if hip["left_volume_ml"] >= 5 and hip["right_volume_ml"] >= 5:  # both found: the cut must be reported
+        assert hip["truncated"] is True
+        cut = [w for w in doc["warnings"] if w.startswith("hip bone cut by the edge of the scan")]
+        assert cut and "d_last" in cut[0], doc["warnings"]
+
+
+def test_tumour_touching_the_edge_is_reported(cases: Cases) -> None:
+    run = cases.run("tumour_at_edge")
+    doc = assert_analysed(run)
+    if doc["status"] == "tumour_found":
+        edge = [w for w in doc["warnings"] if w.startswith("sacral tumour touches the edge of the scan")]
+        assert edge and "h_last" in edge[0], doc["warnings"]
+
+
+def test_pelvis_without_tumour(cases: Cases) -> None:
+    run = cases.run("no_tumour")
+    doc = assert_analysed(run)
+    assert doc["series_instance_uid"] == run.expect["study"].series_uid
+
+
+def test_two_runs_at_once_do_not_interfere(cases: Cases) -> None:
+    """The reference study and another study analysed at the same time, sharing TMPDIR: each result is that of
+    its own study (the reference one equals the run made alone) and both staging folders are gone."""
+    a, b = cases.run("good_concurrent"), cases.run("no_tumour")
+    assert a.tmpdir == b.tmpdir
+    assert_same_findings(a, cases.run("good"))
+    assert b.result["series_instance_uid"] == b.expect["study"].series_uid != a.result["series_instance_uid"]
+    assert list(a.tmpdir.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------------- refused inputs
+REFUSED = {
+    "empty": (2, "no DICOM series found"),
+    "missing_input": (2, "input folder does not exist"),
+    "no_dicom": (2, "no DICOM series found"),
+    "non_image_only": (2, "no CT series: found"),
+    "mr_only": (2, "no CT series: found MR x1"),
+    "localizer_only": (2, "no qualifying series: 1 CT series rejected (localizer"),
+    "missing_slice": (2, "missing slices: gap of 5 mm where the slice spacing is 2.5 mm"),
+    "non_uniform_spacing": (2, "non-uniform slice spacing"),
+    "gantry_tilt": (2, "(gantry tilt)"),
+    "sagittal_coronal": (2, "no qualifying series: 2 CT series rejected"),
+    "enhanced_ct": (2, "Enhanced (multi-frame) CT not supported: export as CT Image Storage"),
+    "too_large": (2, "series too large"),
+    "sha_mismatch": (3, "refusing to load"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED))
+def test_refused_with_reason(cases: Cases, name: str) -> None:
+    code, fragment = REFUSED[name]
+    assert_refused(cases.run(name), code, fragment)
+
+
+def test_non_image_objects_listed_by_modality(cases: Cases) -> None:
+    reason = cases.run("non_image_only").result["reason"]
+    for m in ("DOC x1", "SEG x1", "SR x1"):
+        assert m in reason
+
+
+def test_sagittal_and_coronal_reasons(cases: Cases) -> None:
+    reason = cases.run("sagittal_coronal").result["reason"]
+    assert "orientation sagittal (axial required)" in reason and "orientation coronal (axial required)" in reason
+
+
+def test_memory_guard_refuses_before_decoding(cases: Cases) -> None:
+    run = cases.run("too_large")
+    doc = run.result
+    assert f"= {run.expect['voxels'] / 1e6:.1f} M voxels" in doc["reason"]
+    assert "above the limit of 0.1 M (analysis.max_voxels" in doc["reason"]
+    assert doc["series_instance_uid"] is not None  # selected, then refused: nothing decoded, no model run
+    assert doc["models"] == {} and "segment_hip_bone_seg" not in doc["timings_s"]
+
+
+def test_memory_guard_default_fits_the_package_memory() -> None:
+    """analysis.max_voxels x measured bytes per voxel + baseline stays within resources.memory (pkg.json)."""
+    from operators.series_to_volume import BASELINE_BYTES, BYTES_PER_VOXEL
+
+    cfg = yaml.safe_load((REPO / "app" / "app.yaml").read_text())
+    mem = cfg["resources"]["memory"]
+    units = {"Mi": 2**20, "Gi": 2**30}
+    limit = float(mem[:-2]) * units[mem[-2:]]
+    pkg = json.loads((REPO / "MAP_manifest" / "pkg.json").read_text())
+    assert pkg["resources"]["memory"] == mem
+    need = BASELINE_BYTES + cfg["analysis"]["max_voxels"] * BYTES_PER_VOXEL
+    assert need <= limit, f"max_voxels needs {need / 2**30:.1f} GiB > {mem}"
+    assert cfg["analysis"]["max_voxels"] >= 512 * 512 * 600, "a 600-slice 512 x 512 study must be accepted"
+
+
+def test_model_checksum_mismatch_refused_before_loading(cases: Cases) -> None:
+    doc = cases.run("sha_mismatch").result
+    assert "model 'hip_bone_seg': sha256 of model.ts is" in doc["reason"]
+    assert "hip_bone_seg" not in doc["models"]
+
+
+def test_output_under_a_file_fails_fast_with_exit_4(cases: Cases) -> None:
+    run = cases.run("output_under_file")
+    assert run.run.returncode == 4
+    assert "error: output folder is not writable: Not a directory" in run.run.stderr
+    assert "status: error" in run.run.stdout and "outputs: none written" in run.run.stdout
+    assert not run.run.output_dir.parent.is_dir()  # still the plain file it was
+    assert "segment_hip_bone_seg" not in run.run.stdout
+
+
+@pytest.mark.parametrize("name,why", [("output_read_only", "Read-only file system"),
+                                      ("disk_full_inodes", "No space left on device"),
+                                      ("disk_full_bytes", "No space left on device")])
+def test_unwritable_or_full_output_leaves_nothing(cases: Cases, name: str, why: str) -> None:
+    """Exit 4 and nothing left behind: no result.json, no SEG or SR, no ``.partial`` file."""
+    run = cases.run(name)
+    assert run.run.returncode == 4, run.run.stderr[-2000:]
+    assert why in run.run.stderr and "outputs: none written" in run.run.stdout
+    listing = json.loads(Path(run.expect["listing"]).read_text())
+    assert listing in ([], ["out"]), listing
