@@ -1,0 +1,82 @@
+"""Smoke training of all three models (a few iterations each) and what the exported folders must hold."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from core.models import ModelError, load_model, load_variant, sha256_of
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def quick_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    work = tmp_path_factory.mktemp("train")
+    proc = subprocess.run([sys.executable, "-m", "training.train_all", "--quick", "--work", str(work / "work"),
+                           "--out", str(work / "models")], cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return work / "models"
+
+
+def test_segmenters_exported_with_complete_metadata(quick_models: Path) -> None:
+    for name, n_out in (("hip_bone_seg", 3), ("tumour_seg", 2)):
+        meta = json.loads((quick_models / name / "metadata.json").read_text())
+        assert meta["sha256"] == sha256_of(quick_models / name / "model.ts")
+        for key in ("version", "spacing_mm", "orientation", "intensity", "sliding_window", "architecture", "labels",
+                    "training", "training_data", "intended_use", "internal_validation"):
+            assert key in meta, f"{name}: {key}"
+        m = load_model(quick_models, name, torch.device("cpu"))
+        roi = meta["sliding_window"]["roi_size"]
+        out = m.module(torch.zeros(1, 1, *roi))
+        assert tuple(out.shape) == (1, n_out, *roi)
+
+
+def test_classifier_and_variants_exported(quick_models: Path) -> None:
+    m = load_model(quick_models, "tumour_classifier", torch.device("cpu"))
+    meta = m.metadata
+    assert meta["classes"] == ["metastasis", "chondrosarcoma", "osteosarcoma", "chordoma", "neurogenic_tumour",
+                               "giant_cell_tumour"]
+    assert [f["name"] for f in meta["features"]] == ["sex", "age_years", "tumour_volume_ml", "loc_u", "loc_v", "loc_w"]
+    assert all(f["std"] > 0 and "impute" in f for f in meta["features"])
+    crop = torch.zeros(1, 2, *meta["crop"]["size"])
+    tab = torch.zeros(1, len(meta["features"]))
+    assert tuple(m.module(crop, tab).shape) == (1, 6)
+    assert set(meta["variants"]) == {"image_only", "clinical_only", "clinical_location"}
+    for v in meta["variants"]:
+        assert tuple(load_variant(m, v)(crop, tab).shape) == (1, 6)
+    # the clinical-only variant really ignores the image and the location columns
+    clin = load_variant(m, "clinical_only")
+    t2 = tab.clone()
+    t2[0, 3:] = 5.0
+    assert torch.allclose(clin(crop + 1.0, tab), clin(crop, t2))
+
+
+def test_tampered_variant_is_refused(quick_models: Path, tmp_path: Path) -> None:
+    import shutil
+
+    shutil.copytree(quick_models, tmp_path / "m")
+    path = tmp_path / "m" / "tumour_classifier" / "variants" / "image_only.ts"
+    data = bytearray(path.read_bytes())
+    data[-100] ^= 0xFF
+    path.write_bytes(bytes(data))
+    m = load_model(tmp_path / "m", "tumour_classifier", torch.device("cpu"))
+    with pytest.raises(ModelError, match="does not match"):
+        load_variant(m, "image_only")
+
+
+def test_shipped_models_are_small_and_consistent() -> None:
+    models = REPO / "models"
+    total = sum(p.stat().st_size for p in models.rglob("*") if p.is_file())
+    assert total <= 50 * 1024 * 1024
+    for name in ("hip_bone_seg", "tumour_seg", "tumour_classifier"):
+        meta = json.loads((models / name / "metadata.json").read_text())
+        assert meta["sha256"] == sha256_of(models / name / meta["file"])
+        assert "synthetic" in meta["training_data"] and "Not for clinical use" in meta["intended_use"]
+    assert np.isfinite(json.loads((models / "tumour_classifier" / "metadata.json").read_text())
+                       ["internal_validation"]["macro_auc"])
