@@ -30,7 +30,7 @@ demo: venv
 EVAL_DIR ?= build/heldout
 evaluate: venv
 	$(PY) -m training.phantom --out $(EVAL_DIR)/cohort --n 120 --seed 7777 --no-tumour-fraction 0.15
-	$(PY) -m validation run --manifest $(EVAL_DIR)/cohort/manifest.csv --out $(EVAL_DIR)/report --models models
+	$(PY) -m validation run --manifest $(EVAL_DIR)/cohort/manifest.csv --out $(EVAL_DIR)/report --models models --workers 2
 
 # Retrain all three models from scratch on a generated cohort (about an hour on 2 CPU cores).
 train: venv

@@ -7,6 +7,7 @@ the exit code is that of ``core.run_state`` (0 for tumour_found / no_tumour / no
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -72,15 +73,18 @@ def main(argv: list[str] | None = None) -> int:
     app = SacralTumourApp(config=config, input_dir=a.input.resolve(), output_dir=a.output.resolve(),
                           models_dir=a.model.resolve())
     app.run()
-    doc = app.outcome.get("document")
+    outcome = app.outcome
+    del app  # Holoscan logs its teardown now, so that our one-line reason is the last line on stderr
+    gc.collect()
+    doc = outcome.get("document")
     if doc is None:
         print("error: the application graph ended without a result", file=sys.stderr)
         return 1
-    text = summary(doc, written=app.outcome.get("exit_code") != EXIT_OUTPUT)
+    text = summary(doc, written=outcome.get("exit_code") != EXIT_OUTPUT)
     if doc["status"] == "error":
         print(f"error: {doc.get('reason')}", file=sys.stderr)
     print(text)
-    return int(app.outcome.get("exit_code", 1))
+    return int(outcome.get("exit_code", 1))
 
 
 if __name__ == "__main__":

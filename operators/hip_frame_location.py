@@ -13,7 +13,7 @@ class HipFrameLocationOperator(StageOperator):
 
     def run(self, state: RunState) -> None:
         labels = state.labels
-        min_ml = float(state.config.get("analysis", {}).get("min_tumour_volume_ml", 0.5))
+        min_ml = float(state.config.get("analysis", {}).get("min_tumour_volume_ml", 10.0))
         tumour_ml = float((labels.array == TUMOUR).sum() * labels.voxel_volume_ml)
         if tumour_ml < min_ml:
             state.status = "no_tumour"

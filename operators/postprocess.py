@@ -1,7 +1,8 @@
 """Step 4: merge the two segmentations and keep the largest connected component of each structure.
 
-Also decides ``not_applicable`` when a hip bone is missing (no pelvis in the field of view) and reports a hip
-bone cut by the edge of the scan.
+Also decides ``not_applicable`` when a hip bone is missing (no pelvis in the field of view) or the two hip
+bones are implausibly unequal (a segmentation outside its domain), and reports a hip bone cut by the edge of
+the scan.
 """
 from __future__ import annotations
 
@@ -34,6 +35,12 @@ class LargestComponentOperator(StageOperator):
         if left < min_ml or right < min_ml:
             missing = " and ".join(s for s, v in (("left", left), ("right", right)) if v < min_ml)
             state.warn(f"not applicable: no {missing} hip bone in the field of view (< {min_ml:g} mL segmented)")
+            state.status = "not_applicable"
+            return
+        max_ratio = float(state.config.get("analysis", {}).get("max_hip_bone_volume_ratio", 2.0))
+        if max(left, right) / min(left, right) > max_ratio:
+            state.warn(f"not applicable: implausible hip-bone segmentation (left {left:.0f} mL, right {right:.0f} mL, "
+                       f"ratio above {max_ratio:g})")
             state.status = "not_applicable"
         elif truncated:
             faces = ", ".join(hip_frame.truncated_faces(state.labels, (HIP_LEFT, HIP_RIGHT)))

@@ -2,17 +2,21 @@
 
 Replaces the SDK's DICOMSeriesToVolumeOperator, which trusts slice order and geometry: ``core.dicom_input
 .load_volume`` sorts by position along the slice normal and refuses tilt, gaps, duplicates and uneven
-spacing with a reason. Before any pixel is decoded, a memory guard refuses a series whose voxel count
+spacing with a reason. A scan shorter along the patient axis than ``analysis.min_coverage_mm`` cannot hold a
+pelvis and ends ``not_applicable`` without running the models. Before any pixel is decoded, a memory guard refuses a series whose voxel count
 (rows x columns x slices, from the headers) exceeds ``analysis.max_voxels`` of app.yaml.
 """
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from core.dicom_input import (
     InputError, SeriesInfo, ensure_copied_attributes, ensure_reference_uids, load_volume,
 )
 from core.run_state import EXIT_INPUT, RunFailure, RunState
+from core.volume import Volume
 from operators.base import StageOperator
 
 
@@ -29,6 +33,20 @@ class SeriesToVolumeOperator(StageOperator):
         state.loaded.warnings.extend(ensure_copied_attributes(state.loaded.datasets))
         for w in state.loaded.warnings:
             state.warn(w)
+        coverage = coverage_mm(state.loaded.volume)
+        min_mm = float(state.config.get("analysis", {}).get("min_coverage_mm", 0.0))
+        if coverage < min_mm:
+            state.warn(f"not applicable: the scan covers {coverage:.0f} mm along the patient axis, "
+                       f"less than the {min_mm:.0f} mm a pelvis needs")
+            state.status = "not_applicable"
+
+
+def coverage_mm(volume: Volume) -> float:
+    """Extent of the scanned grid along the patient's superior axis (LPS z), centre of first to last voxel, mm."""
+    corners = np.array([[d, h, w] for d in (0, volume.shape[0] - 1) for h in (0, volume.shape[1] - 1)
+                        for w in (0, volume.shape[2] - 1)], float)
+    z = volume.index_to_lps(corners)[:, 2]
+    return float(z.max() - z.min())
 
 
 #: peak memory = BASELINE_BYTES + BYTES_PER_VOXEL x voxels of the selected series (measured by ``python -m bench``,
