@@ -60,6 +60,7 @@ class RunState:
     selection: Any = None                # core.dicom_input.Selection
     loaded: Any = None                   # core.dicom_input.LoadedSeries (volume + sorted headers)
     # segmentation
+    model_grids: dict[tuple, Any] = field(default_factory=dict)  # canonical CT grids by spacing (core.segment)
     hip_labels: np.ndarray | None = None      # uint8, values 1 (left) / 2 (right)
     tumour_labels: np.ndarray | None = None   # uint8, value 3
     labels: Any = None                   # core.volume.Volume, combined and cleaned label map

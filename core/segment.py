@@ -57,9 +57,19 @@ def scale_intensity(hu: np.ndarray, spec: dict[str, float]) -> np.ndarray:
     return ((x - a_min) / (a_max - a_min) * (b_max - b_min) + b_min).astype(np.float32)
 
 
-def model_input(ct: Volume, metadata: dict[str, Any]) -> tuple[Volume, np.ndarray]:
-    """The canonical-grid CT and the network input (1, D, H, W) float32 for a segmentation model."""
-    grid = canonical_resample(ct, metadata["spacing_mm"])
+def model_input(ct: Volume, metadata: dict[str, Any], grids: dict[tuple, Volume] | None = None
+                ) -> tuple[Volume, np.ndarray]:
+    """The canonical-grid CT and the network input (1, D, H, W) float32 for a segmentation model.
+
+    ``grids`` (optional) caches canonical grids of this ``ct`` by spacing, so that models sharing a spacing
+    resample the series once.
+    """
+    key = tuple(float(v) for v in metadata["spacing_mm"])
+    grid = grids.get(key) if grids is not None else None
+    if grid is None:
+        grid = canonical_resample(ct, key)
+        if grids is not None:
+            grids[key] = grid
     return grid, scale_intensity(grid.array, metadata["intensity"])[None]
 
 
@@ -125,12 +135,14 @@ def probabilities_to_labels(
     return out
 
 
-def segment(ct: Volume, module: torch.nn.Module, metadata: dict[str, Any], device: torch.device) -> np.ndarray:
+def segment(ct: Volume, module: torch.nn.Module, metadata: dict[str, Any], device: torch.device,
+            grids: dict[tuple, Volume] | None = None) -> np.ndarray:
     """Run one segmentation model on ``ct`` (HU, D-H-W, LPS). Returns uint8 labels D-H-W on ``ct``'s grid.
 
     Output values are those of ``metadata['labels']`` (entries with ``value`` > 0), in channel order.
+    ``grids``: see :func:`model_input`.
     """
-    grid, image = model_input(ct, metadata)
+    grid, image = model_input(ct, metadata, grids)
     probs = predict_probabilities(module, image, metadata, device)
     values = [int(lab["value"]) for lab in metadata["labels"] if int(lab["value"]) > 0]
     if len(values) != probs.shape[0] - 1:

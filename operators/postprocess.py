@@ -27,6 +27,7 @@ class LargestComponentOperator(StageOperator):
         labels = keep_largest_per_label(labels, (HIP_LEFT, HIP_RIGHT, TUMOUR))
         state.labels = ct.with_array(labels)
         state.hip_labels = state.tumour_labels = None  # free memory
+        state.model_grids.clear()
         vox = ct.voxel_volume_ml
         left, right = (float((labels == v).sum() * vox) for v in (HIP_LEFT, HIP_RIGHT))
         min_ml = float(state.config.get("analysis", {}).get("min_hip_bone_volume_ml", 50.0))

@@ -27,4 +27,4 @@ class SegmentationOperator(ModelStageOperator):
 
     def run(self, state: RunState) -> None:
         m = self.model(state)
-        setattr(state, self.target, segment(state.loaded.volume, m.module, m.metadata, m.device))
+        setattr(state, self.target, segment(state.loaded.volume, m.module, m.metadata, m.device, state.model_grids))
