@@ -1,7 +1,7 @@
 """The built MAP image, run as an orchestrator runs it: no network, read-only root and input, non-root user.
 
 Selected by ``make map-test`` (which builds the image and sets MAP_IMAGE); without MAP_IMAGE every test here
-is skipped, so ``make test`` never builds or runs images. Needs podman (or PODMAN=docker) and, on the
+is skipped; ``make test`` ignores this file, so it never builds or runs images. Needs podman (or PODMAN=docker) and, on the
 development machines, packaging/containers.conf + packaging/storage.conf (used when CONTAINERS_CONF /
 CONTAINERS_STORAGE_CONF are unset).
 """
