@@ -6,7 +6,7 @@
 # Must run as root (CI and developer machines are root). Never leaves an Orthanc service running.
 set -euo pipefail
 
-PKGS=(orthanc orthanc-dicomweb dicom3tools pixelmed-apps chromium iproute2 util-linux)
+PKGS=(orthanc orthanc-dicomweb dicom3tools pixelmed-apps chromium strace iproute2 util-linux)
 
 missing=()
 for p in "${PKGS[@]}"; do
