@@ -16,6 +16,7 @@ class HipFrameLocationOperator(StageOperator):
         min_ml = float(state.config.get("analysis", {}).get("min_tumour_volume_ml", 10.0))
         tumour_ml = float((labels.array == TUMOUR).sum() * labels.voxel_volume_ml)
         if tumour_ml < min_ml:
+            labels.array[labels.array == TUMOUR] = 0  # the SEG then agrees with the SR: no tumour segment
             state.status = "no_tumour"
             return
         try:

@@ -235,3 +235,10 @@ def test_location_is_unchanged_by_file_names_order_and_table_position(studies: d
     assert np.allclose(locs[0]["location_hip_frame_mm"], locs[1]["location_hip_frame_mm"], atol=2.5)
     shift = np.subtract(locs[1]["centroid_lps_mm"], locs[0]["centroid_lps_mm"])
     assert np.allclose(shift, (40.0, 25.0, 30.0), atol=1.5)
+
+
+def test_seg_has_no_tumour_segment_when_no_tumour_is_reported(studies: dict) -> None:
+    """A tumour below analysis.min_tumour_volume_ml counts as none: the SEG must say the same as the SR."""
+    _, run = studies["none"]
+    seg = pydicom.dcmread(run.output_dir / run.result["outputs"]["seg"])
+    assert {item.SegmentLabel for item in seg.SegmentSequence} == {"hip bone left", "hip bone right"}
