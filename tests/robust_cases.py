@@ -11,7 +11,6 @@ All generated studies carry the recognisable identifiers of :data:`IDENT` (file 
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -640,31 +639,29 @@ def _umount_after(target: Path, listing: Path) -> Callable[[], None]:
     return after
 
 
+def _tmpfs_output(c: Cases, d: Path, folder: str, options: str) -> CaseSpec:
+    """The reference study published into ``d/folder/out`` on a tmpfs mounted with ``options``."""
+    mnt = d / folder
+    return CaseSpec(c.study("ref").dicom_dir, mnt / "out", before=lambda: _mount(mnt, options),
+                    after=_umount_after(mnt, d / "listing.json"), expect={"listing": d / "listing.json"})
+
+
 @case("output_read_only")
 def _read_only(c: Cases, d: Path) -> CaseSpec:
     """The output folder is a read-only tmpfs."""
-    s = c.study("ref")
-    mnt = d / "ro"
-    return CaseSpec(s.dicom_dir, mnt / "out", before=lambda: _mount(mnt, "ro,size=64k"),
-                    after=_umount_after(mnt, d / "listing.json"), expect={"listing": d / "listing.json"})
+    return _tmpfs_output(c, d, "ro", "ro,size=64k")
 
 
 @case("disk_full_inodes")
 def _disk_full_inodes(c: Cases, d: Path) -> CaseSpec:
     """A full analysis published to a tmpfs with room for one file: the second output fails with ENOSPC."""
-    s = c.study("ref")
-    mnt = d / "fs"
-    return CaseSpec(s.dicom_dir, mnt / "out", before=lambda: _mount(mnt, "size=1m,nr_inodes=3"),
-                    after=_umount_after(mnt, d / "listing.json"), expect={"listing": d / "listing.json"})
+    return _tmpfs_output(c, d, "fs", "size=1m,nr_inodes=3")
 
 
 @case("disk_full_bytes")
 def _disk_full_bytes(c: Cases, d: Path) -> CaseSpec:
     """An analysis published to an 8 KiB tmpfs: the first output file runs out of space mid-write."""
-    s = c.study("ref")
-    mnt = d / "fs"
-    return CaseSpec(s.dicom_dir, mnt / "out", before=lambda: _mount(mnt, "size=8k"),
-                    after=_umount_after(mnt, d / "listing.json"), expect={"listing": d / "listing.json"})
+    return _tmpfs_output(c, d, "fs", "size=8k")
 
 
 ALL_CASES = tuple(BUILDERS)
