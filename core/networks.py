@@ -31,7 +31,7 @@ def build_segmenter(arch: dict[str, Any]) -> nn.Module:
 
 
 class FusionClassifier(nn.Module):
-    """Late fusion of a 3-D DenseNet image branch and z-scored tabular features.
+    """A 3-D DenseNet image branch and/or z-scored tabular features, concatenated before an MLP head.
 
     Inputs: ``image`` (B, C, D, H, W) tumour crop, ``tabular`` (B, F) standardised features in the order of the
     metadata's ``features`` list. Output: logits (B, K). Either branch can be switched off (``use_image``,
@@ -79,3 +79,26 @@ class FusionClassifier(nn.Module):
         if self.use_tabular:
             parts.append(tabular.index_select(1, self.tabular_index))
         return self.head(torch.cat(parts, dim=1))
+
+
+class LateFusion(nn.Module):
+    """Late fusion of single-modality classifiers: the normalised product of their class posteriors.
+
+    Output logits (B, K) = sum over members of ``log_softmax(member(image, tabular))``, so that
+    ``softmax(output)`` is proportional to the product of the members' probabilities (log-linear pooling with
+    equal weights; exact Bayes fusion for modalities conditionally independent given the class, under the
+    balanced class prior the members are trained with). Each member sees the same inputs and uses only its own
+    modality (``FusionClassifier`` with a branch switched off).
+    """
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError("late fusion needs at least two member classifiers")
+        self.members = nn.ModuleList(members)
+
+    def forward(self, image: torch.Tensor, tabular: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros((), dtype=image.dtype, device=image.device)
+        for m in self.members:
+            out = out + torch.log_softmax(m(image, tabular), dim=1)
+        return out

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import SimpleITK as sitk
 
-__all__ = ["largest_component", "keep_largest_per_label"]
+__all__ = ["largest_component", "keep_largest_per_label", "merge_structures"]
 
 
 def _check_connectivity(connectivity: int) -> bool:
@@ -107,3 +107,22 @@ def keep_largest_per_label(labels: np.ndarray, values: Sequence[int], connectivi
         region = out[box]  # view
         region[sub & ~keep] = 0
     return out
+
+
+HIP_LEFT, HIP_RIGHT, TUMOUR = 1, 2, 3
+
+
+def merge_structures(hip_labels: np.ndarray, tumour_labels: np.ndarray) -> np.ndarray:
+    """The analysis label map from the two segmentations (both D-H-W on the same grid), as the app builds it.
+
+    Hip-bone values 1 (left) and 2 (right) are taken from ``hip_labels``; voxels where ``tumour_labels`` is
+    3 become tumour (the tumour wins where both claim a voxel); then each structure keeps its largest
+    connected component (:func:`keep_largest_per_label`, 26-connected). Returns a new uint8 map (0..3).
+    Used by the application's post-processing step and by classifier training (``training.data``).
+    """
+    hip_labels, tumour_labels = np.asarray(hip_labels), np.asarray(tumour_labels)
+    if hip_labels.shape != tumour_labels.shape:
+        raise ValueError(f"hip labels {hip_labels.shape} and tumour labels {tumour_labels.shape} differ in shape")
+    labels = np.where(np.isin(hip_labels, (HIP_LEFT, HIP_RIGHT)), hip_labels, 0).astype(np.uint8)
+    labels[tumour_labels == TUMOUR] = TUMOUR
+    return keep_largest_per_label(labels, (HIP_LEFT, HIP_RIGHT, TUMOUR))

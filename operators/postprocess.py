@@ -6,14 +6,10 @@ the scan.
 """
 from __future__ import annotations
 
-import numpy as np
-
 from core import hip_frame
-from core.postprocess import keep_largest_per_label
+from core.postprocess import HIP_LEFT, HIP_RIGHT, merge_structures
 from core.run_state import RunState
 from operators.base import StageOperator
-
-HIP_LEFT, HIP_RIGHT, TUMOUR = 1, 2, 3
 
 
 class LargestComponentOperator(StageOperator):
@@ -22,9 +18,7 @@ class LargestComponentOperator(StageOperator):
 
     def run(self, state: RunState) -> None:
         ct = state.loaded.volume
-        labels = np.where(state.hip_labels > 0, state.hip_labels, 0).astype(np.uint8)
-        labels[state.tumour_labels == TUMOUR] = TUMOUR
-        labels = keep_largest_per_label(labels, (HIP_LEFT, HIP_RIGHT, TUMOUR))
+        labels = merge_structures(state.hip_labels, state.tumour_labels)
         state.labels = ct.with_array(labels)
         state.hip_labels = state.tumour_labels = None  # free memory
         state.model_grids.clear()

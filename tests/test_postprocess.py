@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from core.postprocess import keep_largest_per_label, largest_component
+from core.postprocess import keep_largest_per_label, largest_component, merge_structures
 
 
 def _two_blobs() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -87,3 +87,24 @@ def test_keep_largest_per_label_rejects_bad_input():
         keep_largest_per_label(np.full((4, 4, 4), 300, np.int32), [1])
     with pytest.raises(ValueError):
         keep_largest_per_label(np.zeros((4, 4, 4), np.uint8), [0])
+
+
+def test_merge_structures_tumour_wins_overlap_and_each_structure_keeps_its_largest_part():
+    hip = np.zeros((10, 10, 10), np.uint8)
+    hip[0:4, 0:4, 0:4] = 1                # left hip, 64 voxels
+    hip[0:4, 6:10, 6:10] = 2              # right hip, 64 voxels
+    hip[9, 9, 0] = 1                      # stray left-hip voxel: removed
+    tumour = np.zeros_like(hip)
+    tumour[2:6, 2:5, 2:5] = 3             # 36 voxels, 8 of them inside the left hip
+    tumour[9, 0, 9] = 3                   # stray tumour voxel: removed
+    out = merge_structures(hip, tumour)
+    assert out.dtype == np.uint8
+    assert (out == 3).sum() == 36
+    assert (out == 1).sum() == 64 - 8 and out[9, 9, 0] == 0
+    assert (out == 2).sum() == 64 and out[9, 0, 9] == 0
+    np.testing.assert_array_equal(hip[9, 9, 0], 1)  # inputs not modified
+
+
+def test_merge_structures_rejects_grids_of_different_shape():
+    with pytest.raises(ValueError, match="differ in shape"):
+        merge_structures(np.zeros((4, 4, 4), np.uint8), np.zeros((4, 4, 5), np.uint8))

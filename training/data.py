@@ -10,6 +10,11 @@ Age and sex are read from the DICOM header with the same functions the applicati
 Every case is loaded with the application's own loader (``core.dicom_input``), resampled with the
 application's own preprocessing (``core.segment.canonical_resample``), and its tabular features come from
 ``core.clinical`` and ``core.hip_frame`` applied to the reference label map: no training/serving skew.
+
+At inference the classifier sees a crop and a volume/location cut with the *segmented* tumour, not the
+reference one. So, once the tumour model is trained, :func:`segmented_classifier_inputs` runs it on every
+tumour case exactly as the application does (``core.segment.segment``, ``core.postprocess.merge_structures``,
+the application's minimum tumour volume) and the classifier trains on both kinds of input.
 """
 from __future__ import annotations
 
@@ -24,8 +29,9 @@ import SimpleITK as sitk
 
 from core import clinical, hip_frame
 from core.classify import tumour_crop
+from core.postprocess import merge_structures
 from core.dicom_input import DEFAULT_RULES, load_volume, scan_folder, select_series
-from core.segment import canonical_resample
+from core.segment import canonical_resample, segment
 from core.volume import Volume, from_sitk
 
 CLASSES = ("metastasis", "chondrosarcoma", "osteosarcoma", "chordoma", "neurogenic_tumour", "giant_cell_tumour")
@@ -107,3 +113,32 @@ def prepare(manifest: Path, cache: Path, seg_specs: dict[str, dict[str, Any]], c
         index.append(entry)
     (cache / "index.json").write_text(json.dumps(index, indent=1))
     return cache / "index.json"
+
+
+def segmented_classifier_inputs(manifest: Path, case_ids: list[str], tumour_module: Any, tumour_meta: dict[str, Any],
+                                crop_spec: dict[str, Any], min_tumour_volume_ml: float
+                                ) -> dict[str, tuple[np.ndarray, dict[str, float | None]]]:
+    """Classifier inputs cut with the tumour model's own mask: ``{case_id: (crop, raw tabular values)}``.
+
+    For each case of ``case_ids``: the tumour model runs on the CT as in the application
+    (:func:`core.segment.segment`, CPU), its mask is merged with the reference hip bones and reduced to the
+    largest component (:func:`core.postprocess.merge_structures`), and the crop (:func:`core.classify.tumour_crop`)
+    and tabular values (:func:`tabular_values`) are computed from that label map. Cases whose segmented tumour
+    is below ``min_tumour_volume_ml`` (mL; the application then reports no tumour and classifies nothing) are
+    left out. The reference hip bones stand in for the hip model's (Dice above 0.9; this halves the time).
+    """
+    import torch
+
+    wanted = set(case_ids)
+    out: dict[str, tuple[np.ndarray, dict[str, float | None]]] = {}
+    for case in read_manifest(manifest):
+        if case.case_id not in wanted:
+            continue
+        ct, lab, header = load_case(case)
+        tumour = segment(ct, tumour_module, tumour_meta, torch.device("cpu"))
+        labels = lab.with_array(merge_structures(lab.array, tumour))
+        mask = labels.array == TUMOUR
+        if float(mask.sum()) * labels.voxel_volume_ml < min_tumour_volume_ml:
+            continue
+        out[case.case_id] = (tumour_crop(ct, mask, crop_spec), tabular_values(labels, header))
+    return out

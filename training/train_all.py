@@ -22,12 +22,15 @@ import torch
 import yaml
 
 from core import clinical
-from core.models import write_model
-from training.data import prepare
-from training.train_classifier import VARIANTS, export_classifier, predict, tabular_matrix, train_variant
+from app.config import DEFAULT_CONFIG, load_config
+from core.models import load_model, write_model
+from training.data import prepare, segmented_classifier_inputs
+from core.networks import LateFusion
+from training.train_classifier import FULL_FUSION_OF, VARIANTS, export_classifier, predict, tabular_matrix, train_variant
 from training.train_seg import export_segmenter, train_segmenter
 
 REPO = Path(__file__).resolve().parents[1]
+STAGES = ("hip_bone_seg", "tumour_seg", "tumour_classifier")
 
 
 def _split(ids: list[str], frac: float, seed: int) -> tuple[list[str], list[str]]:
@@ -72,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--manifest", type=Path, help="existing cohort manifest (default: generate a phantom cohort)")
     ap.add_argument("--quick", action="store_true", help="tiny cohort and a few iterations (smoke test)")
     ap.add_argument("--skip-prepare", action="store_true", help="reuse an existing cache in --work")
+    ap.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES),
+                    help="train only these models (the others are read from --out); default: all")
     a = ap.parse_args(argv)
     cfg = yaml.safe_load(a.config.read_text())
     t_start = time.time()
@@ -103,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
               "trained_on": f"{platform.node()} {platform.machine()} torch {torch.__version__}"}
 
     for name, spec in seg_cfg.items():
+        if name not in a.stages:
+            continue
         iters = 3 if a.quick else int(spec["iterations"])
         meta = {"name": name, "task": "segmentation", "description": spec["description"],
                 "spacing_mm": spec["spacing_mm"], "orientation": "canonical LPS (SimpleITK DICOMOrient 'LPS'), arrays D-H-W",
@@ -115,37 +122,73 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{name}] internal validation {meta['internal_validation']}", flush=True)
         write_model(a.out / name, export_segmenter(net, meta), meta)
 
-    # Classifier and its ablation variants.
+    if "tumour_classifier" not in a.stages:
+        print(f"models written to {a.out} in {time.time() - t_start:.0f} s", flush=True)
+        return 0
+    # Classifier and its ablation variants, trained on inputs cut with the reference tumour mask and with the
+    # tumour model's own mask (what the application gives it); validated on the latter.
     classes = list(clf_cfg["classes"])
     tum = [e for e in index if e["tumour_class"] in classes and "crop" in np.load(cache / e["file"]).files]
-    tr = [e for e in tum if e["case_id"] in set(train_ids)]
-    va = [e for e in tum if e["case_id"] in set(val_ids)]
+    sources = list(clf_cfg.get("inputs", ["reference_mask"]))
+    samples: dict[str, list[tuple[str, np.ndarray, dict, int]]] = {"reference_mask": [], "tumour_seg_mask": []}
+    for e in tum:
+        samples["reference_mask"].append((e["case_id"], np.load(cache / e["file"])["crop"], e["tabular"],
+                                          classes.index(e["tumour_class"])))
+    if "tumour_seg_mask" in sources:
+        t_seg = time.time()
+        tumour_model = load_model(a.out, "tumour_seg")
+        min_ml = float(load_config(DEFAULT_CONFIG)["analysis"]["min_tumour_volume_ml"])
+        seg_inputs = segmented_classifier_inputs(manifest, [e["case_id"] for e in tum], tumour_model.module,
+                                                 tumour_model.metadata, clf_cfg["crop"], min_ml)
+        for e in tum:
+            if e["case_id"] in seg_inputs:
+                crop, tab = seg_inputs[e["case_id"]]
+                samples["tumour_seg_mask"].append((e["case_id"], crop, tab, classes.index(e["tumour_class"])))
+        print(f"[classifier] inputs from the tumour model's masks: {len(seg_inputs)} of {len(tum)} cases "
+              f"({time.time() - t_seg:.0f} s)", flush=True)
+    train_set, val_set = set(train_ids), set(val_ids)
+    tr = [s_ for src in sources for s_ in samples[src] if s_[0] in train_set]
+    val_source = "tumour_seg_mask" if samples["tumour_seg_mask"] else "reference_mask"
+    va = [s_ for s_ in samples[val_source] if s_[0] in val_set]
     names = list(clf_cfg["features"])
-    spec = clinical.fit_feature_spec({n: [e["tabular"][n] for e in tr] for n in names}, names)
-    feature_meta = spec
+    feature_meta = clinical.fit_feature_spec({n: [s_[2][n] for s_ in tr] for n in names}, names)
 
-    def arrays(entries: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        crops = np.stack([np.load(cache / e["file"])["crop"] for e in entries]) if entries else np.zeros((0, 2, *clf_cfg["crop"]["size"]), np.float32)
-        tab, _ = tabular_matrix([e["tabular"] for e in entries], feature_meta) if entries else (np.zeros((0, len(names)), np.float32), [])
-        y = np.array([classes.index(e["tumour_class"]) for e in entries], dtype=np.int64)
-        return crops, tab, y
+    def arrays(entries: list[tuple[str, np.ndarray, dict, int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if not entries:
+            return (np.zeros((0, 2, *clf_cfg["crop"]["size"]), np.float32), np.zeros((0, len(names)), np.float32),
+                    np.zeros(0, np.int64))
+        tab, _ = tabular_matrix([s_[2] for s_ in entries], feature_meta)
+        return np.stack([s_[1] for s_ in entries]), tab, np.array([s_[3] for s_ in entries], dtype=np.int64)
 
     ctr, ttr, ytr = arrays(tr)
     cva, tva, yva = arrays(va)
+    print(f"[classifier] {len(tr)} training inputs ({', '.join(sources)}), {len(va)} validation inputs ({val_source})",
+          flush=True)
     epochs = 2 if a.quick else int(clf_cfg["epochs"])
     variants_meta: dict[str, Any] = {}
     clf_folder = a.out / clf_cfg["name"]
     results: dict[str, Any] = {}
+    nets: dict[str, torch.nn.Module] = {}
+    crop_shape = ctr.shape[1:] if len(ctr) else (2, *clf_cfg["crop"]["size"])
     for vname, v in VARIANTS.items():
         feats = names if v["features"] is None else v["features"]
         arch = {**clf_cfg["architecture"], "use_image": v["use_image"], "use_tabular": v["use_tabular"],
                 "n_tabular": len(names), "tabular_index": [names.index(f) for f in feats], "n_classes": len(classes)}
         net, summary = train_variant(arch, ctr, ttr, ytr, epochs=epochs, batch_size=int(clf_cfg["batch_size"]),
                                      lr=float(clf_cfg["lr"]), seed=int(cohort_cfg["seed"]), log_prefix=vname)
+        nets[vname] = net
+        results[vname] = (arch, {**summary, "inputs": sources})
+    fused = LateFusion([nets[v] for v in FULL_FUSION_OF]).eval()
+    nets["full"] = fused
+    results["full"] = ({"name": "LateFusion", "pooling": "sum of member log-probabilities (product of posteriors)",
+                        "members": {v: results[v][0] for v in FULL_FUSION_OF}},
+                       {"members": {v: results[v][1] for v in FULL_FUSION_OF}, "inputs": sources})
+    exported: dict[str, Any] = {}
+    for vname, net in nets.items():
         auc = _macro_auc(yva, predict(net, cva, tva), len(classes)) if len(yva) else float("nan")
-        print(f"[{vname}] internal validation macro AUC {auc:.3f}", flush=True)
-        ts = export_classifier(net, ctr.shape[1:] if len(ctr) else (2, *clf_cfg["crop"]["size"]), len(names))
-        results[vname] = (ts, arch, summary, auc)
+        print(f"[{vname}] internal validation macro AUC {auc:.3f} ({val_source} inputs)", flush=True)
+        exported[vname] = (export_classifier(net, crop_shape, len(names)), *results[vname], auc)
+    results = exported
     from core.models import sha256_of
     for vname in ("image_only", "clinical_only", "clinical_location"):
         ts, arch, summary, auc = results[vname]
@@ -154,11 +197,11 @@ def main(argv: list[str] | None = None) -> int:
         torch.jit.save(ts, str(vdir / f"{vname}.ts"))
         variants_meta[vname] = {"file": f"variants/{vname}.ts", "sha256": sha256_of(vdir / f"{vname}.ts"),
                                 "architecture": arch, "training": summary,
-                                "internal_validation": {"macro_auc": round(auc, 4)}}
+                                "internal_validation": {"macro_auc": round(auc, 4), "inputs": val_source}}
     ts, arch, summary, auc = results["full"]
     meta = {"name": clf_cfg["name"], "task": "classification", "description": clf_cfg["description"],
             "classes": classes, "features": feature_meta, "crop": clf_cfg["crop"], "architecture": arch,
-            "training": summary, "internal_validation": {"macro_auc": round(auc, 4)},
+            "training": summary, "internal_validation": {"macro_auc": round(auc, 4), "inputs": val_source},
             "variants": variants_meta, **common}
     write_model(clf_folder, ts, meta)
     print(f"all models written to {a.out} in {time.time() - t_start:.0f} s", flush=True)

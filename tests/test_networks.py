@@ -1,0 +1,43 @@
+"""The classifier's late fusion: the product of the members' posteriors, the same after TorchScript export."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from core.networks import FusionClassifier, LateFusion
+
+ARCH = {"in_channels": 2, "init_features": 4, "growth_rate": 4, "block_config": [1, 1], "bn_size": 2,
+        "hidden": [8], "dropout": 0.0, "n_tabular": 6, "n_classes": 6}
+
+
+def _members() -> tuple[FusionClassifier, FusionClassifier]:
+    torch.manual_seed(0)
+    image = FusionClassifier({**ARCH, "use_image": True, "use_tabular": False, "tabular_index": []}).eval()
+    tab = FusionClassifier({**ARCH, "use_image": False, "use_tabular": True, "tabular_index": list(range(6))}).eval()
+    return image, tab
+
+
+def test_late_fusion_is_the_normalised_product_of_member_posteriors() -> None:
+    image, tab = _members()
+    x, t = torch.rand(3, 2, 16, 16, 16), torch.randn(3, 6)
+    with torch.no_grad():
+        p = torch.softmax(LateFusion([image, tab]).eval()(x, t), 1)
+        prod = torch.softmax(image(x, t), 1) * torch.softmax(tab(x, t), 1)
+    torch.testing.assert_close(p, prod / prod.sum(1, keepdim=True), rtol=1e-5, atol=1e-6)
+    # each member uses only its own modality: changing the tabular values leaves the image member unchanged
+    with torch.no_grad():
+        torch.testing.assert_close(image(x, t + 3.0), image(x, t))
+
+
+def test_late_fusion_traces_to_the_same_function() -> None:
+    image, tab = _members()
+    fused = LateFusion([image, tab]).eval()
+    x, t = torch.rand(2, 2, 16, 16, 16), torch.randn(2, 6)
+    with torch.no_grad():
+        ts = torch.jit.trace(fused, (torch.zeros(1, 2, 16, 16, 16), torch.zeros(1, 6)), check_trace=False)
+        torch.testing.assert_close(ts(x, t), fused(x, t))
+
+
+def test_late_fusion_needs_two_members() -> None:
+    with pytest.raises(ValueError, match="at least two"):
+        LateFusion([_members()[0]])
