@@ -29,13 +29,12 @@ import SimpleITK as sitk
 
 from core import clinical, hip_frame
 from core.classify import tumour_crop
-from core.postprocess import merge_structures
 from core.dicom_input import DEFAULT_RULES, load_volume, scan_folder, select_series
+from core.postprocess import HIP_LEFT, HIP_RIGHT, TUMOUR, merge_structures
 from core.segment import canonical_resample, segment
 from core.volume import Volume, from_sitk
 
 CLASSES = ("metastasis", "chondrosarcoma", "osteosarcoma", "chordoma", "neurogenic_tumour", "giant_cell_tumour")
-HIP_LEFT, HIP_RIGHT, TUMOUR = 1, 2, 3
 
 
 @dataclass

@@ -24,8 +24,8 @@ import yaml
 from core import clinical
 from app.config import DEFAULT_CONFIG, load_config
 from core.models import load_model, write_model
-from training.data import prepare, segmented_classifier_inputs
 from core.networks import LateFusion
+from training.data import prepare, segmented_classifier_inputs
 from training.train_classifier import FULL_FUSION_OF, VARIANTS, export_classifier, predict, tabular_matrix, train_variant
 from training.train_seg import export_segmenter, train_segmenter
 

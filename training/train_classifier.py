@@ -5,9 +5,9 @@ tumour crop), ``clinical_only`` (sex, age, volume) and ``clinical_location`` (se
 The shipped ``full`` model is their late fusion (``core.networks.LateFusion`` of ``image_only`` and
 ``clinical_location``: the product of the two posteriors), as in the published method's late-fusion design.
 A jointly trained network (image features concatenated with the tabular ones) was tried first: its image
-features swamped the six tabular values and it scored below the image-only model on held-out phantoms. Standardisation statistics are fitted on the training
-split with ``core.clinical.fit_feature_spec`` and stored in the metadata; the same ``core.clinical.standardise``
-is used at inference.
+features swamped the six tabular values and it scored below the image-only model on held-out phantoms.
+Standardisation statistics are fitted on the training split with ``core.clinical.fit_feature_spec`` and stored
+in the metadata; the same ``core.clinical.standardise`` is used at inference.
 """
 from __future__ import annotations
 
