@@ -49,7 +49,7 @@ import numpy as np
 from core.volume import Volume
 
 __all__ = [
-    "HipFrame", "HipFrameError", "NoTumourError", "hip_frame_from_labels", "hip_bone_truncated",
+    "FrameRegion", "HipFrame", "HipFrameError", "NoTumourError", "hip_frame_from_labels", "hip_bone_truncated",
     "truncated_faces", "tumour_location",
 ]
 
@@ -123,6 +123,48 @@ class HipFrame:
         """Inverse of :meth:`to_dict`."""
         return cls(d["origin_lps_mm"], d["axes_lps"], d["scale_mm"], d["left_centroid_lps_mm"],
                    d["right_centroid_lps_mm"])
+
+
+@dataclass(frozen=True)
+class FrameRegion:
+    """A box in normalised hip-frame coordinates ``(u, v, w)`` (dimensionless, see module docstring).
+
+    Used as the anatomical domain of sacral tumours: the tumour model's ``metadata.json`` stores, as
+    ``sacral_region``, the box around the training tumours' centroids (:meth:`around`), and the application
+    keeps the largest tumour component whose centroid lies in it (``core.postprocess.merge_structures``).
+    """
+
+    low: tuple[float, float, float]
+    high: tuple[float, float, float]
+
+    def __post_init__(self) -> None:
+        lo, hi = (tuple(float(x) for x in v) for v in (self.low, self.high))
+        if len(lo) != 3 or len(hi) != 3 or not all(np.isfinite(lo + hi)) or any(a >= b for a, b in zip(lo, hi)):
+            raise ValueError(f"region needs finite low < high on u, v, w; got low {lo}, high {hi}")
+        object.__setattr__(self, "low", lo)
+        object.__setattr__(self, "high", hi)
+
+    def contains(self, uvw: Sequence[float]) -> bool:
+        """True when the point ``(u, v, w)`` lies in the box (bounds included)."""
+        return all(a <= float(x) <= b for a, x, b in zip(self.low, uvw, self.high))
+
+    @classmethod
+    def around(cls, locations: np.ndarray, margin: float) -> "FrameRegion":
+        """The bounding box of ``locations`` ((N, 3) normalised ``(u, v, w)``), widened by ``margin`` on each side."""
+        pts = np.asarray(locations, dtype=np.float64)
+        if pts.ndim != 2 or pts.shape[1] != 3 or len(pts) == 0:
+            raise ValueError(f"locations must have shape (N>0, 3), got {pts.shape}")
+        return cls(tuple(pts.min(axis=0) - margin), tuple(pts.max(axis=0) + margin))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, as stored in ``metadata.json``."""
+        return {"coordinates": "normalised hip frame (u, v, w), core/hip_frame.py",
+                "low": [round(x, 4) for x in self.low], "high": [round(x, 4) for x in self.high]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "FrameRegion":
+        """Inverse of :meth:`to_dict`."""
+        return cls(tuple(d["low"]), tuple(d["high"]))
 
 
 def _voxel_centres_lps(labels: Volume, mask: np.ndarray) -> np.ndarray:

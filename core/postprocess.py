@@ -10,11 +10,15 @@ C order of the D-H-W array wins.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import SimpleITK as sitk
 
-__all__ = ["largest_component", "keep_largest_per_label", "merge_structures"]
+from core.hip_frame import FrameRegion, HipFrameError, hip_frame_from_labels
+from core.volume import Volume
+
+__all__ = ["Merged", "largest_component", "keep_largest_per_label", "merge_structures"]
 
 
 def _check_connectivity(connectivity: int) -> bool:
@@ -112,12 +116,57 @@ def keep_largest_per_label(labels: np.ndarray, values: Sequence[int], connectivi
 HIP_LEFT, HIP_RIGHT, TUMOUR = 1, 2, 3
 
 
-def merge_structures(hip_labels: np.ndarray, tumour_labels: np.ndarray) -> np.ndarray:
+class Merged(NamedTuple):
+    """Result of :func:`merge_structures`."""
+
+    labels: np.ndarray                     #: uint8 D-H-W map: 0 background, 1/2 hip bone left/right, 3 tumour
+    rejected_tumour_ml: tuple[float, ...]  #: larger tumour components (mL) left out: centroid outside the region
+
+
+def _components_by_size(mask: np.ndarray, fully_connected: bool) -> np.ndarray:
+    """int32 D-H-W map of the components of a bool array, numbered 1, 2, ... by decreasing size."""
+    relabel = sitk.RelabelComponentImageFilter()
+    relabel.SetSortByObjectSize(True)
+    cc_filter = sitk.ConnectedComponentImageFilter()
+    cc_filter.SetFullyConnected(fully_connected)
+    return sitk.GetArrayFromImage(relabel.Execute(cc_filter.Execute(sitk.GetImageFromArray(mask.astype(np.uint8)))))
+
+
+def _tumour_in_region(labels: Volume, region: FrameRegion) -> tuple[np.ndarray, tuple[float, ...]]:
+    """The largest tumour component whose centroid lies in ``region`` (hip frame from labels 1 and 2)."""
+    frame = hip_frame_from_labels(labels, HIP_LEFT, HIP_RIGHT)
+    tumour = labels.array == TUMOUR
+    out = np.zeros(tumour.shape, dtype=bool)
+    box = _bbox(tumour)
+    if box is None:
+        return out, ()
+    comps = _components_by_size(tumour[box], True)
+    n = int(comps.max())
+    idx = np.nonzero(comps)
+    counts = np.bincount(comps[idx], minlength=n + 1).astype(np.float64)
+    offset = [s.start for s in box]
+    centres = np.stack([np.bincount(comps[idx], weights=idx[a] + offset[a], minlength=n + 1) for a in range(3)], axis=1)
+    rejected = []
+    for c in range(1, n + 1):
+        uvw = frame.to_normalised(labels.index_to_lps(centres[c:c + 1] / counts[c])[0])
+        if region.contains(uvw):
+            out[box] = comps == c
+            break
+        rejected.append(round(float(counts[c]) * labels.voxel_volume_ml, 3))
+    return out, tuple(rejected)
+
+
+def merge_structures(hip_labels: np.ndarray, tumour_labels: np.ndarray, *, affine: np.ndarray | None = None,
+                     region: FrameRegion | None = None) -> Merged:
     """The analysis label map from the two segmentations (both D-H-W on the same grid), as the app builds it.
 
     Hip-bone values 1 (left) and 2 (right) are taken from ``hip_labels``; voxels where ``tumour_labels`` is
     3 become tumour (the tumour wins where both claim a voxel); then each structure keeps its largest
-    connected component (:func:`keep_largest_per_label`, 26-connected). Returns a new uint8 map (0..3).
+    connected component (26-connected). With ``region`` (a box in the hip frame, the tumour model's
+    ``sacral_region``) and ``affine`` (the grid's D-H-W index -> LPS mm), the tumour keeps instead its largest
+    component whose centroid lies in the region, so that a larger false positive outside the sacral domain
+    (e.g. a fluid-filled bowel loop in front of the hip joint) does not displace the tumour; the components
+    passed over are reported. Without a hip frame (a hip bone missing) the plain largest component is kept.
     Used by the application's post-processing step and by classifier training (``training.data``).
     """
     hip_labels, tumour_labels = np.asarray(hip_labels), np.asarray(tumour_labels)
@@ -125,4 +174,14 @@ def merge_structures(hip_labels: np.ndarray, tumour_labels: np.ndarray) -> np.nd
         raise ValueError(f"hip labels {hip_labels.shape} and tumour labels {tumour_labels.shape} differ in shape")
     labels = np.where(np.isin(hip_labels, (HIP_LEFT, HIP_RIGHT)), hip_labels, 0).astype(np.uint8)
     labels[tumour_labels == TUMOUR] = TUMOUR
-    return keep_largest_per_label(labels, (HIP_LEFT, HIP_RIGHT, TUMOUR))
+    if region is None:
+        return Merged(keep_largest_per_label(labels, (HIP_LEFT, HIP_RIGHT, TUMOUR)), ())
+    if affine is None:
+        raise ValueError("a region needs the grid's affine")
+    labels = keep_largest_per_label(labels, (HIP_LEFT, HIP_RIGHT))
+    try:
+        keep, rejected = _tumour_in_region(Volume(labels, affine), region)
+    except HipFrameError:
+        return Merged(keep_largest_per_label(labels, (TUMOUR,)), ())
+    labels[(labels == TUMOUR) & ~keep] = 0
+    return Merged(labels, rejected)

@@ -63,6 +63,7 @@ class RunState:
     model_grids: dict[tuple, Any] = field(default_factory=dict)  # canonical CT grids by spacing (core.segment)
     hip_labels: np.ndarray | None = None      # uint8, values 1 (left) / 2 (right)
     tumour_labels: np.ndarray | None = None   # uint8, value 3
+    sacral_region: Any = None            # core.hip_frame.FrameRegion from the tumour model's metadata, or None
     labels: Any = None                   # core.volume.Volume, combined and cleaned label map
     # findings
     hip_bone: dict[str, Any] | None = None

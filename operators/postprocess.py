@@ -1,5 +1,8 @@
 """Step 4: merge the two segmentations and keep the largest connected component of each structure.
 
+The tumour keeps its largest component inside the tumour model's ``sacral_region`` (a box in the hip frame,
+``core.hip_frame.FrameRegion``); larger candidates outside it are left out and reported as a warning.
+
 Also decides ``not_applicable`` when a hip bone is missing (no pelvis in the field of view) or the two hip
 bones are implausibly unequal (a segmentation outside its domain), and reports a hip bone cut by the edge of
 the scan.
@@ -18,8 +21,12 @@ class LargestComponentOperator(StageOperator):
 
     def run(self, state: RunState) -> None:
         ct = state.loaded.volume
-        labels = merge_structures(state.hip_labels, state.tumour_labels)
+        labels, rejected = merge_structures(state.hip_labels, state.tumour_labels, affine=ct.affine,
+                                            region=state.sacral_region)
         state.labels = ct.with_array(labels)
+        if rejected:
+            state.warn(f"{len(rejected)} larger tumour candidate(s) outside the sacral region left out "
+                       f"({', '.join(f'{v:.0f}' for v in rejected)} mL)")
         state.hip_labels = state.tumour_labels = None  # free memory
         state.model_grids.clear()
         vox = ct.voxel_volume_ml

@@ -12,13 +12,18 @@ from typing import Any
 
 from monai.deploy.core import Fragment
 
+from core.hip_frame import FrameRegion
 from core.run_state import RunState
 from core.segment import segment
 from operators.base import ModelStageOperator
 
 
 class SegmentationOperator(ModelStageOperator):
-    """Runs model ``model_name`` and stores its label map (uint8, D-H-W, series grid) in ``state.<target>``."""
+    """Runs model ``model_name`` and stores its label map (uint8, D-H-W, series grid) in ``state.<target>``.
+
+    A model whose metadata has a ``sacral_region`` (the tumour model) also sets ``state.sacral_region``, which
+    the post-processing step uses to pick the tumour component.
+    """
 
     def __init__(self, fragment: Fragment, *args: Any, target: str, **kwargs: Any) -> None:
         self.target = target
@@ -27,4 +32,6 @@ class SegmentationOperator(ModelStageOperator):
 
     def run(self, state: RunState) -> None:
         m = self.model(state)
+        if m.metadata.get("sacral_region"):
+            state.sacral_region = FrameRegion.from_dict(m.metadata["sacral_region"])
         setattr(state, self.target, segment(state.loaded.volume, m.module, m.metadata, m.device, state.model_grids))

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from core.hip_frame import (
-    HipFrame, HipFrameError, NoTumourError, hip_bone_truncated, hip_frame_from_labels,
+    FrameRegion, HipFrame, HipFrameError, NoTumourError, hip_bone_truncated, hip_frame_from_labels,
     truncated_faces, tumour_location,
 )
 from core.volume import Volume
@@ -209,3 +209,16 @@ def test_errors(base):
         tumour_location(no_tumour)
     with pytest.raises(ValueError):
         hip_frame_from_labels(base.with_array(base.array.astype(np.float32)))
+
+
+def test_frame_region_box_round_trip_and_checks():
+    locs = np.array([[-0.2, 0.1, 0.0], [0.3, 0.5, 0.4], [0.0, 0.2, -0.1]])
+    region = FrameRegion.around(locs, margin=0.1)
+    assert region.low == pytest.approx((-0.3, 0.0, -0.2)) and region.high == pytest.approx((0.4, 0.6, 0.5))
+    assert region.contains((0.4, 0.0, 0.5)) and not region.contains((0.41, 0.3, 0.0))
+    assert not region.contains((0.0, -0.01, 0.0)) and not region.contains((0.0, 0.3, 0.51))
+    assert FrameRegion.from_dict(region.to_dict()) == FrameRegion((-0.3, 0.0, -0.2), (0.4, 0.6, 0.5))
+    with pytest.raises(ValueError, match="low < high"):
+        FrameRegion((0.0, 0.0, 0.0), (1.0, 0.0, 1.0))
+    with pytest.raises(ValueError, match="shape"):
+        FrameRegion.around(np.zeros((0, 3)), 0.1)

@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from core.hip_frame import FrameRegion
 from core.postprocess import keep_largest_per_label, largest_component, merge_structures
 
 
@@ -97,7 +98,8 @@ def test_merge_structures_tumour_wins_overlap_and_each_structure_keeps_its_large
     tumour = np.zeros_like(hip)
     tumour[2:6, 2:5, 2:5] = 3             # 36 voxels, 8 of them inside the left hip
     tumour[9, 0, 9] = 3                   # stray tumour voxel: removed
-    out = merge_structures(hip, tumour)
+    out, rejected = merge_structures(hip, tumour)
+    assert rejected == ()
     assert out.dtype == np.uint8
     assert (out == 3).sum() == 36
     assert (out == 1).sum() == 64 - 8 and out[9, 9, 0] == 0
@@ -108,3 +110,46 @@ def test_merge_structures_tumour_wins_overlap_and_each_structure_keeps_its_large
 def test_merge_structures_rejects_grids_of_different_shape():
     with pytest.raises(ValueError, match="differ in shape"):
         merge_structures(np.zeros((4, 4, 4), np.uint8), np.zeros((4, 4, 5), np.uint8))
+
+
+def _pelvis_with_two_tumour_candidates() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Hip labels, tumour labels and affine of a 2 mm grid (index (d, h, w) -> LPS (2w, 2h, 2d) mm).
+
+    Left hip (label 1) at x 60..78 mm, right hip (2) at x 0..18 mm, both y 20..38, z 10..48 mm: hip-frame origin
+    (39, 29, 29) mm, axes +x, +y, +z, scale (60, 23.0, 46.1) mm. A 64-voxel candidate behind the origin (a sacral
+    position, (u, v, w) = (0, 0.61, 0)) and a 216-voxel one in front of the left hip ((0.63, -1.04, -0.09)).
+    """
+    hip = np.zeros((30, 30, 45), np.uint8)
+    hip[5:25, 10:20, 30:40] = 1
+    hip[5:25, 10:20, 0:10] = 2
+    tumour = np.zeros_like(hip)
+    tumour[13:17, 20:24, 18:22] = 3            # 4*4*4 = 64 voxels, centroid (39, 43, 31) mm: behind O
+    tumour[10:16, 0:6, 36:42] = 3              # 6*6*6 = 216 voxels, centroid (77, 5, 25) mm: left, in front
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])[[2, 1, 0, 3]]  # (d, h, w) -> (x = 2w, y = 2h, z = 2d)
+    return hip, tumour, affine
+
+
+def test_merge_structures_keeps_the_largest_tumour_component_inside_the_sacral_region():
+    hip, tumour, affine = _pelvis_with_two_tumour_candidates()
+    region = FrameRegion(low=(-0.4, 0.0, -0.3), high=(0.4, 0.8, 0.5))
+    plain, rejected = merge_structures(hip, tumour)
+    assert (plain == 3).sum() == 216 and rejected == ()        # plain largest: the false positive
+    out, rejected = merge_structures(hip, tumour, affine=affine, region=region)
+    assert (out == 3).sum() == 64 and out[15, 22, 20] == 3     # the sacral candidate is kept
+    assert rejected == (pytest.approx(216 * 8 / 1000),)       # 216 voxels of 8 mm^3, in mL
+    assert (out == 1).sum() == 2000 and (out == 2).sum() == 2000
+
+
+def test_merge_structures_with_no_candidate_in_the_region_keeps_no_tumour():
+    hip, tumour, affine = _pelvis_with_two_tumour_candidates()
+    out, rejected = merge_structures(hip, tumour, affine=affine, region=FrameRegion((-0.1, 2.0, -0.1), (0.1, 3.0, 0.1)))
+    assert not (out == 3).any() and sorted(rejected) == [pytest.approx(0.512), pytest.approx(1.728)]
+
+
+def test_merge_structures_without_a_hip_frame_falls_back_to_the_largest_component():
+    hip, tumour, affine = _pelvis_with_two_tumour_candidates()
+    hip[hip == 2] = 0                                          # right hip missing: no frame
+    out, rejected = merge_structures(hip, tumour, affine=affine, region=FrameRegion((-1, -1, -1), (1, 1, 1)))
+    assert (out == 3).sum() == 216 and rejected == ()
+    with pytest.raises(ValueError, match="affine"):
+        merge_structures(hip, tumour, region=FrameRegion((-1, -1, -1), (1, 1, 1)))

@@ -24,9 +24,11 @@ import yaml
 from core import clinical
 from app.config import DEFAULT_CONFIG, load_config
 from core.models import load_model, write_model
+from core.hip_frame import FrameRegion
 from core.networks import LateFusion
 from training.data import prepare, segmented_classifier_inputs
-from training.train_classifier import FULL_FUSION_OF, VARIANTS, export_classifier, predict, tabular_matrix, train_variant
+from training.train_classifier import (FULL_FUSION_OF, VARIANTS, export_classifier, fit_fusion_weights, predict,
+                                       tabular_matrix, train_variant)
 from training.train_seg import export_segmenter, train_segmenter
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,6 +67,18 @@ def _macro_auc(y: np.ndarray, p: np.ndarray, k: int) -> float:
     from sklearn.metrics import roc_auc_score
     present = [c for c in range(k) if 0 < (y == c).sum() < len(y)]
     return float(np.mean([roc_auc_score(y == c, p[:, c]) for c in present])) if present else float("nan")
+
+
+def _sacral_region(index: list[dict], train_ids: list[str], margin: float) -> dict[str, Any]:
+    """The tumour model's domain in the hip frame: the box around the training tumours' reference centroids
+    (normalised ``(u, v, w)``), widened by ``margin`` (:class:`core.hip_frame.FrameRegion`)."""
+    ids = set(train_ids)
+    locs = np.array([[e["tabular"][k] for k in ("loc_u", "loc_v", "loc_w")] for e in index
+                     if e["case_id"] in ids and e["tabular"].get("loc_u") is not None])
+    if not len(locs):
+        return {}
+    return {**FrameRegion.around(locs, margin).to_dict(), "margin": margin,
+            "source": f"centroids of the {len(locs)} training tumours (reference masks)"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,6 +131,10 @@ def main(argv: list[str] | None = None) -> int:
                 "architecture": spec["architecture"], "labels": spec["labels"], **common}
         net, summary = train_segmenter(cache, name, train_ids, meta, iterations=iters,
                                        batch_size=int(spec.get("batch_size", 2)), seed=int(cohort_cfg["seed"]))
+        region = _sacral_region(index, train_ids, float(spec["sacral_region_margin"])) \
+            if "sacral_region_margin" in spec else {}
+        if region:
+            meta["sacral_region"] = region
         meta["training"] = {**summary, "loss": "DiceCE, deep supervision", "patch_size_dhw": spec["sliding_window"]["roi_size"]}
         meta["internal_validation"] = _seg_validation(cache, name, val_ids[:16], meta, net) if val_ids else {}
         print(f"[{name}] internal validation {meta['internal_validation']}", flush=True)
@@ -178,9 +196,16 @@ def main(argv: list[str] | None = None) -> int:
                                      lr=float(clf_cfg["lr"]), seed=int(cohort_cfg["seed"]), log_prefix=vname)
         nets[vname] = net
         results[vname] = (arch, {**summary, "inputs": sources})
-    fused = LateFusion([nets[v] for v in FULL_FUSION_OF]).eval()
+    weights = fit_fusion_weights([predict(nets[v], cva, tva) for v in FULL_FUSION_OF], yva) if len(yva) else None
+    fused = LateFusion([nets[v] for v in FULL_FUSION_OF], weights).eval()
     nets["full"] = fused
-    results["full"] = ({"name": "LateFusion", "pooling": "sum of member log-probabilities (product of posteriors)",
+    weights = weights or tuple(1.0 for _ in FULL_FUSION_OF)
+    print(f"[full] fusion weights {dict(zip(FULL_FUSION_OF, weights))} (fitted on {len(yva)} validation inputs)",
+          flush=True)
+    results["full"] = ({"name": "LateFusion",
+                        "pooling": "weighted sum of member log-probabilities (weighted product of posteriors)",
+                        "weights": dict(zip(FULL_FUSION_OF, weights)),
+                        "weights_fitted_on": f"internal validation, {len(yva)} {val_source} inputs, minimum NLL",
                         "members": {v: results[v][0] for v in FULL_FUSION_OF}},
                        {"members": {v: results[v][1] for v in FULL_FUSION_OF}, "inputs": sources})
     exported: dict[str, Any] = {}
