@@ -5,7 +5,6 @@ loads the exported TorchScript and never needs these classes.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -83,31 +82,41 @@ class FusionClassifier(nn.Module):
 
 
 class LateFusion(nn.Module):
-    """Late fusion of single-modality classifiers: the weighted product of their class posteriors.
+    """Late fusion of single-modality classifiers: the normalised product of their class posteriors.
 
-    Output logits (B, K) = sum over members of ``weight_i * log_softmax(member_i(image, tabular))``, so that
-    ``softmax(output)`` is proportional to the product of the members' probabilities raised to their weights
-    (log-linear pooling; with unit weights, exact Bayes fusion for modalities conditionally independent given
-    the class, under the balanced class prior the members are trained with). The weights temper members that
-    are over- or under-confident; training fits them on the internal validation split
-    (``training.train_classifier.fit_fusion_weights``). Each member sees the same inputs and uses only its own modality
-    (``FusionClassifier`` with a branch switched off).
+    Output logits (B, K) = sum over members of ``log_softmax(member(image, tabular))``, so that
+    ``softmax(output)`` is proportional to the product of the members' probabilities (log-linear pooling with
+    equal weights; exact Bayes fusion for modalities conditionally independent given the class, under the
+    balanced class prior the members are trained with). Each member sees the same inputs and uses only its own
+    modality (``FusionClassifier`` with a branch switched off).
     """
 
-    def __init__(self, members: list[nn.Module], weights: Sequence[float] | None = None) -> None:
+    def __init__(self, members: list[nn.Module]) -> None:
         super().__init__()
         if len(members) < 2:
             raise ValueError("late fusion needs at least two member classifiers")
-        w = [1.0] * len(members) if weights is None else [float(v) for v in weights]
-        if len(w) != len(members) or any(not (v >= 0.0) for v in w) or not any(w):
-            raise ValueError(f"need one non-negative weight per member (not all zero), got {w}")
         self.members = nn.ModuleList(members)
-        self.register_buffer("weights", torch.tensor(w, dtype=torch.float32))
 
     def forward(self, image: torch.Tensor, tabular: torch.Tensor) -> torch.Tensor:
         out = torch.zeros((), dtype=image.dtype, device=image.device)
-        for i, m in enumerate(self.members):
-            out = out + self.weights[i] * torch.log_softmax(m(image, tabular), dim=1)
+        for m in self.members:
+            out = out + torch.log_softmax(m(image, tabular), dim=1)
         return out
 
 
+class MirrorAveraged(nn.Module):
+    """Test-time augmentation of an image classifier: the mean log-posterior of the crop and its mirror image.
+
+    The crop is D-H-W in canonical LPS (``core.classify.tumour_crop``); the mirror flips W, the patient's
+    left-right axis, which is also the flip the image model is trained with. Output: (B, K) log-probabilities
+    ``(log_softmax(m(x)) + log_softmax(m(flip_W(x)))) / 2``; the tabular input is passed through unchanged.
+    """
+
+    def __init__(self, member: nn.Module) -> None:
+        super().__init__()
+        self.member = member
+
+    def forward(self, image: torch.Tensor, tabular: torch.Tensor) -> torch.Tensor:
+        a = torch.log_softmax(self.member(image, tabular), dim=1)
+        b = torch.log_softmax(self.member(torch.flip(image, dims=[4]), tabular), dim=1)
+        return 0.5 * (a + b)

@@ -1,13 +1,10 @@
-"""The classifier's late fusion: the (weighted) product of the members' posteriors, the same after TorchScript
-export; fusion weights fitted by minimum NLL."""
+"""The classifier's late fusion: the product of the members' posteriors, the same after TorchScript export."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
-from core.networks import FusionClassifier, LateFusion
-from training.train_classifier import fit_fusion_weights
+from core.networks import FusionClassifier, LateFusion, MirrorAveraged
 
 ARCH = {"in_channels": 2, "init_features": 4, "growth_rate": 4, "block_config": [1, 1], "bn_size": 2,
         "hidden": [8], "dropout": 0.0, "n_tabular": 6, "n_classes": 6}
@@ -46,27 +43,14 @@ def test_late_fusion_needs_two_members() -> None:
         LateFusion([_members()[0]])
 
 
-def test_weighted_late_fusion_is_the_product_of_tempered_posteriors() -> None:
-    image, tab = _members()
-    x, t = torch.rand(3, 2, 16, 16, 16), torch.randn(3, 6)
+def test_mirror_averaged_is_the_mean_log_posterior_of_the_crop_and_its_left_right_mirror() -> None:
+    image, _ = _members()
+    x, t = torch.rand(2, 2, 16, 16, 16), torch.randn(2, 6)
+    tta = MirrorAveraged(image).eval()
     with torch.no_grad():
-        p = torch.softmax(LateFusion([image, tab], weights=[0.5, 1.5]).eval()(x, t), 1)
-        prod = torch.softmax(image(x, t), 1) ** 0.5 * torch.softmax(tab(x, t), 1) ** 1.5
-        ts = torch.jit.trace(LateFusion([image, tab], weights=[0.5, 1.5]).eval(),
-                             (torch.zeros(1, 2, 16, 16, 16), torch.zeros(1, 6)), check_trace=False)
-        torch.testing.assert_close(torch.softmax(ts(x, t), 1), p)
-    torch.testing.assert_close(p, prod / prod.sum(1, keepdim=True), rtol=1e-5, atol=1e-6)
-    for bad in ([1.0], [1.0, -0.5], [0.0, 0.0]):
-        with pytest.raises(ValueError, match="weight"):
-            LateFusion([image, tab], weights=bad)
-
-
-def test_fitted_fusion_weights_favour_the_informative_member() -> None:
-    rng = np.random.default_rng(0)
-    y = rng.integers(0, 6, 300)
-    informative = np.full((300, 6), 0.04)
-    informative[np.arange(300), y] = 0.8                      # right 80 % of the time (calibrated)
-    noise = rng.dirichlet(np.full(6, 0.3), 300)               # confident and uninformative
-    w_inf, w_noise = fit_fusion_weights([informative, noise], y)
-    assert w_inf >= 1.0 and w_noise == 0.25                   # the noise gets the smallest weight on the grid
-    assert fit_fusion_weights([informative, informative], y[:0]) == (1.0, 1.0)
+        expected = 0.5 * (torch.log_softmax(image(x, t), 1) + torch.log_softmax(image(x.flip(4), t), 1))
+        torch.testing.assert_close(tta(x, t), expected)
+        torch.testing.assert_close(tta(x.flip(4), t), tta(x, t))      # mirror-invariant
+        assert not torch.allclose(tta(x.flip(3), t), tta(x, t))       # but only along W (left-right)
+        ts = torch.jit.trace(tta, (torch.zeros(1, 2, 16, 16, 16), torch.zeros(1, 6)), check_trace=False)
+        torch.testing.assert_close(ts(x, t), tta(x, t))

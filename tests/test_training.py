@@ -33,6 +33,9 @@ def test_segmenters_exported_with_complete_metadata(quick_models: Path) -> None:
             assert key in meta, f"{name}: {key}"
         m = load_model(quick_models, name, torch.device("cpu"))
         roi = meta["sliding_window"]["roi_size"]
+        if name == "tumour_seg":  # the domain kept by post-processing: a box around the training tumours
+            region = meta["sacral_region"]
+            assert all(lo < hi for lo, hi in zip(region["low"], region["high"])) and region["margin"] == 0.15
         out = m.module(torch.zeros(1, 1, *roi))
         assert tuple(out.shape) == (1, n_out, *roi)
 
@@ -55,6 +58,14 @@ def test_classifier_and_variants_exported(quick_models: Path) -> None:
     t2 = tab.clone()
     t2[0, 3:] = 5.0
     assert torch.allclose(clin(crop + 1.0, tab), clin(crop, t2))
+    # the image model is mirror-averaged (test-time augmentation) in the exported file, alone and in the fusion
+    image = load_variant(m, "image_only")
+    x = torch.rand(1, 2, *meta["crop"]["size"])
+    assert torch.allclose(image(x.flip(4), tab), image(x, tab), atol=1e-5)
+    assert torch.allclose(m.module(x.flip(4), tab), m.module(x, tab), atol=1e-5)
+    assert "test_time_augmentation" in meta["variants"]["image_only"]["architecture"]
+    assert meta["training"]["inputs"] == ["reference_mask", "reference_mask_dilated", "reference_mask_eroded",
+                                          "tumour_seg_mask"]
 
 
 def test_tampered_variant_is_refused(quick_models: Path, tmp_path: Path) -> None:

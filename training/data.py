@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
+from scipy import ndimage
 
 from core import clinical, hip_frame
 from core.classify import tumour_crop
@@ -87,12 +88,31 @@ def tabular_values(labels: Volume, header: Any) -> dict[str, float | None]:
     return values
 
 
-def prepare(manifest: Path, cache: Path, seg_specs: dict[str, dict[str, Any]], crop_spec: dict[str, Any]) -> Path:
+def perturbed_masks(mask: np.ndarray, spec: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Reference tumour masks grown and shrunk, so that the classifier learns crops cut with imperfect masks.
+
+    ``spec`` (config ``classifier.mask_augmentation``): ``dilate_voxels`` and ``erode_voxels`` (iterations of
+    3-D binary dilation/erosion with the 6-connected structuring element, on the series grid); an eroded mask
+    with fewer than ``min_voxels`` voxels is left out. Returns ``{"dilated": ..., "eroded": ...}`` (bool D-H-W).
+    """
+    out: dict[str, np.ndarray] = {}
+    if int(spec.get("dilate_voxels", 0)) > 0:
+        out["dilated"] = ndimage.binary_dilation(mask, iterations=int(spec["dilate_voxels"]))
+    if int(spec.get("erode_voxels", 0)) > 0:
+        eroded = ndimage.binary_erosion(mask, iterations=int(spec["erode_voxels"]))
+        if int(eroded.sum()) >= int(spec.get("min_voxels", 1)):
+            out["eroded"] = eroded
+    return out
+
+
+def prepare(manifest: Path, cache: Path, seg_specs: dict[str, dict[str, Any]], crop_spec: dict[str, Any],
+            mask_augmentation: dict[str, Any] | None = None) -> Path:
     """Load every case once and cache what training needs (``cache/<case_id>.npz`` + ``cache/index.json``).
 
     ``seg_specs`` maps a segmentation model name to its metadata (``spacing_mm``); each case stores the CT and
     label map resampled to that model grid. Tumour cases also store the classifier crop (from the reference
-    tumour mask) and their raw tabular values.
+    tumour mask; ``crop_dilated`` / ``crop_eroded`` from :func:`perturbed_masks` with ``mask_augmentation``) and
+    their raw tabular values.
     """
     cache = Path(cache)
     cache.mkdir(parents=True, exist_ok=True)
@@ -107,7 +127,10 @@ def prepare(manifest: Path, cache: Path, seg_specs: dict[str, dict[str, Any]], c
             arrays[f"{name}_lab"] = canonical_resample(lab, spec["spacing_mm"], is_label=True).array
         entry["tabular"] = tabular_values(lab, header)
         if case.tumour_class != "none" and (lab.array == TUMOUR).any():
-            arrays["crop"] = tumour_crop(ct, lab.array == TUMOUR, crop_spec)
+            ref = lab.array == TUMOUR
+            arrays["crop"] = tumour_crop(ct, ref, crop_spec)
+            for key, mask in perturbed_masks(ref, mask_augmentation or {}).items():
+                arrays[f"crop_{key}"] = tumour_crop(ct, mask, crop_spec)
         np.savez(out, **arrays)
         index.append(entry)
     (cache / "index.json").write_text(json.dumps(index, indent=1))

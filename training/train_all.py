@@ -25,10 +25,9 @@ from core import clinical
 from app.config import DEFAULT_CONFIG, load_config
 from core.models import load_model, write_model
 from core.hip_frame import FrameRegion
-from core.networks import LateFusion
+from core.networks import LateFusion, MirrorAveraged
 from training.data import prepare, segmented_classifier_inputs
-from training.train_classifier import (FULL_FUSION_OF, VARIANTS, export_classifier, fit_fusion_weights, predict,
-                                       tabular_matrix, train_variant)
+from training.train_classifier import FULL_FUSION_OF, VARIANTS, export_classifier, predict, tabular_matrix, train_variant
 from training.train_seg import export_segmenter, train_segmenter
 
 REPO = Path(__file__).resolve().parents[1]
@@ -111,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     cache = work / "cache"
     if not (a.skip_prepare and (cache / "index.json").exists()):
         print("preparing cache", flush=True)
-        prepare(manifest, cache, seg_cfg, clf_cfg["crop"])
+        prepare(manifest, cache, seg_cfg, clf_cfg["crop"], clf_cfg.get("mask_augmentation"))
     index = json.loads((cache / "index.json").read_text())
     ids = [e["case_id"] for e in index]
     train_ids, val_ids = _split(ids, float(cohort_cfg["validation_fraction"]), int(cohort_cfg["seed"]))
@@ -148,10 +147,14 @@ def main(argv: list[str] | None = None) -> int:
     classes = list(clf_cfg["classes"])
     tum = [e for e in index if e["tumour_class"] in classes and "crop" in np.load(cache / e["file"]).files]
     sources = list(clf_cfg.get("inputs", ["reference_mask"]))
-    samples: dict[str, list[tuple[str, np.ndarray, dict, int]]] = {"reference_mask": [], "tumour_seg_mask": []}
+    samples: dict[str, list[tuple[str, np.ndarray, dict, int]]] = {
+        "reference_mask": [], "reference_mask_dilated": [], "reference_mask_eroded": [], "tumour_seg_mask": []}
     for e in tum:
-        samples["reference_mask"].append((e["case_id"], np.load(cache / e["file"])["crop"], e["tabular"],
-                                          classes.index(e["tumour_class"])))
+        z = np.load(cache / e["file"])
+        for key, source in (("crop", "reference_mask"), ("crop_dilated", "reference_mask_dilated"),
+                            ("crop_eroded", "reference_mask_eroded")):
+            if key in z.files:  # the perturbed masks' crops share the reference tabular values
+                samples[source].append((e["case_id"], z[key], e["tabular"], classes.index(e["tumour_class"])))
     if "tumour_seg_mask" in sources:
         t_seg = time.time()
         tumour_model = load_model(a.out, "tumour_seg")
@@ -194,18 +197,15 @@ def main(argv: list[str] | None = None) -> int:
                 "n_tabular": len(names), "tabular_index": [names.index(f) for f in feats], "n_classes": len(classes)}
         net, summary = train_variant(arch, ctr, ttr, ytr, epochs=epochs, batch_size=int(clf_cfg["batch_size"]),
                                      lr=float(clf_cfg["lr"]), seed=int(cohort_cfg["seed"]), log_prefix=vname)
+        if v["use_image"]:  # test-time augmentation, part of the exported model
+            net = MirrorAveraged(net).eval()
+            arch = {**arch, "test_time_augmentation": "mean log-posterior of the crop and its left-right mirror "
+                                                      "(core.networks.MirrorAveraged)"}
         nets[vname] = net
         results[vname] = (arch, {**summary, "inputs": sources})
-    weights = fit_fusion_weights([predict(nets[v], cva, tva) for v in FULL_FUSION_OF], yva) if len(yva) else None
-    fused = LateFusion([nets[v] for v in FULL_FUSION_OF], weights).eval()
+    fused = LateFusion([nets[v] for v in FULL_FUSION_OF]).eval()
     nets["full"] = fused
-    weights = weights or tuple(1.0 for _ in FULL_FUSION_OF)
-    print(f"[full] fusion weights {dict(zip(FULL_FUSION_OF, weights))} (fitted on {len(yva)} validation inputs)",
-          flush=True)
-    results["full"] = ({"name": "LateFusion",
-                        "pooling": "weighted sum of member log-probabilities (weighted product of posteriors)",
-                        "weights": dict(zip(FULL_FUSION_OF, weights)),
-                        "weights_fitted_on": f"internal validation, {len(yva)} {val_source} inputs, minimum NLL",
+    results["full"] = ({"name": "LateFusion", "pooling": "sum of member log-probabilities (product of posteriors)",
                         "members": {v: results[v][0] for v in FULL_FUSION_OF}},
                        {"members": {v: results[v][1] for v in FULL_FUSION_OF}, "inputs": sources})
     exported: dict[str, Any] = {}

@@ -11,7 +11,6 @@ in the metadata; the same ``core.clinical.standardise`` is used at inference.
 """
 from __future__ import annotations
 
-import itertools
 import time
 from typing import Any, Sequence
 
@@ -78,33 +77,6 @@ def train_variant(arch: dict[str, Any], crops: np.ndarray, tab: np.ndarray, y: n
     net.eval()
     return net, {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "n_cases": int(len(y)),
                  "train_seconds": round(time.time() - t0, 1)}
-
-
-def fit_fusion_weights(probs: Sequence[np.ndarray], y: np.ndarray,
-                       grid: Sequence[float] = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)) -> tuple[float, ...]:
-    """Member weights of ``core.networks.LateFusion`` that minimise the mean negative log-likelihood of ``y``.
-
-    Args:
-        probs: per member, (N, K) softmax probabilities of the same N labelled cases (internal validation).
-        y: (N,) class indices.
-        grid: candidate weights, searched exhaustively for every member.
-
-    Ties (within 1e-9) go to the combination closest to equal unit weights. With no case, unit weights.
-    """
-    y = np.asarray(y, dtype=np.int64)
-    if not len(y):
-        return tuple(1.0 for _ in probs)
-    logs = [np.log(np.clip(np.asarray(p, np.float64), 1e-12, 1.0)) for p in probs]
-    best: tuple[float, float, tuple[float, ...]] | None = None
-    for w in itertools.product(grid, repeat=len(logs)):
-        z = sum(wi * li for wi, li in zip(w, logs))
-        z = z - z.max(axis=1, keepdims=True)
-        logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-        nll = float(-logp[np.arange(len(y)), y].mean())
-        key = (round(nll, 9), float(sum((wi - 1.0) ** 2 for wi in w)), tuple(float(v) for v in w))
-        if best is None or key[:2] < best[:2]:
-            best = key
-    return best[2]
 
 
 @torch.no_grad()
