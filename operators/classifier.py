@@ -12,10 +12,9 @@ from core import clinical
 from core.classify import probabilities_by_class, tumour_crop
 from core.inference import predict_proba
 from core.models import LoadedModel, load_variant
+from core.postprocess import TUMOUR
 from core.run_state import RunState
 from operators.base import ModelStageOperator
-
-TUMOUR = 3
 
 
 class TumourClassifierOperator(ModelStageOperator):

@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 from core import hip_frame
+from core.postprocess import HIP_LEFT, HIP_RIGHT, TUMOUR
 from core.run_state import RunState
 from operators.base import StageOperator
-
-HIP_LEFT, HIP_RIGHT, TUMOUR = 1, 2, 3
 
 
 class HipFrameLocationOperator(StageOperator):
