@@ -24,6 +24,9 @@ class LargestComponentOperator(StageOperator):
         labels, rejected = merge_structures(state.hip_labels, state.tumour_labels, affine=ct.affine,
                                             region=state.sacral_region)
         state.labels = ct.with_array(labels)
+        # candidates below the tumour threshold would never be reported: not worth a reader's attention
+        rejected = [v for v in rejected
+                    if v >= float(state.config.get("analysis", {}).get("min_tumour_volume_ml", 10.0))]
         if rejected:
             state.warn(f"{len(rejected)} larger tumour candidate(s) outside the sacral region left out "
                        f"({', '.join(f'{v:.0f}' for v in rejected)} mL)")
