@@ -166,6 +166,12 @@ class FrameRegion:
         """Inverse of :meth:`to_dict`."""
         return cls(tuple(d["low"]), tuple(d["high"]))
 
+    @classmethod
+    def of_model(cls, metadata: dict[str, Any]) -> "FrameRegion | None":
+        """The ``sacral_region`` of a model's ``metadata.json``, or None when the model has none."""
+        d = metadata.get("sacral_region")
+        return cls.from_dict(d) if d else None
+
 
 def _voxel_centres_lps(labels: Volume, mask: np.ndarray) -> np.ndarray:
     """(N, 3) LPS mm positions of the voxel centres where ``mask`` is True."""

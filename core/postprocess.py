@@ -27,17 +27,20 @@ def _check_connectivity(connectivity: int) -> bool:
     return connectivity == 26
 
 
+def _components_by_size(mask: np.ndarray, fully_connected: bool) -> np.ndarray:
+    """int32 D-H-W map of the components of a bool array, numbered 1, 2, ... by decreasing size (no checks)."""
+    relabel = sitk.RelabelComponentImageFilter()
+    relabel.SetSortByObjectSize(True)
+    cc_filter = sitk.ConnectedComponentImageFilter()
+    cc_filter.SetFullyConnected(fully_connected)
+    return sitk.GetArrayFromImage(relabel.Execute(cc_filter.Execute(sitk.GetImageFromArray(mask.astype(np.uint8)))))
+
+
 def _largest(mask: np.ndarray, fully_connected: bool) -> np.ndarray:
     """Largest component of a bool D-H-W array (no checks)."""
     if not mask.any():
         return np.zeros(mask.shape, dtype=bool)
-    img = sitk.GetImageFromArray(mask.astype(np.uint8))
-    cc_filter = sitk.ConnectedComponentImageFilter()
-    cc_filter.SetFullyConnected(fully_connected)
-    relabel = sitk.RelabelComponentImageFilter()
-    relabel.SetSortByObjectSize(True)
-    relabelled = relabel.Execute(cc_filter.Execute(img))
-    return sitk.GetArrayViewFromImage(relabelled) == 1
+    return _components_by_size(mask, fully_connected) == 1
 
 
 def _bbox(mask: np.ndarray) -> tuple[slice, slice, slice] | None:
@@ -121,15 +124,6 @@ class Merged(NamedTuple):
 
     labels: np.ndarray                     #: uint8 D-H-W map: 0 background, 1/2 hip bone left/right, 3 tumour
     rejected_tumour_ml: tuple[float, ...]  #: larger tumour components (mL) left out: centroid outside the region
-
-
-def _components_by_size(mask: np.ndarray, fully_connected: bool) -> np.ndarray:
-    """int32 D-H-W map of the components of a bool array, numbered 1, 2, ... by decreasing size."""
-    relabel = sitk.RelabelComponentImageFilter()
-    relabel.SetSortByObjectSize(True)
-    cc_filter = sitk.ConnectedComponentImageFilter()
-    cc_filter.SetFullyConnected(fully_connected)
-    return sitk.GetArrayFromImage(relabel.Execute(cc_filter.Execute(sitk.GetImageFromArray(mask.astype(np.uint8)))))
 
 
 def _tumour_in_region(labels: Volume, region: FrameRegion) -> tuple[np.ndarray, tuple[float, ...]]:

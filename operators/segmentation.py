@@ -32,6 +32,7 @@ class SegmentationOperator(ModelStageOperator):
 
     def run(self, state: RunState) -> None:
         m = self.model(state)
-        if m.metadata.get("sacral_region"):
-            state.sacral_region = FrameRegion.from_dict(m.metadata["sacral_region"])
+        region = FrameRegion.of_model(m.metadata)
+        if region is not None:
+            state.sacral_region = region
         setattr(state, self.target, segment(state.loaded.volume, m.module, m.metadata, m.device, state.model_grids))

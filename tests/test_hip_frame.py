@@ -218,6 +218,8 @@ def test_frame_region_box_round_trip_and_checks():
     assert region.contains((0.4, 0.0, 0.5)) and not region.contains((0.41, 0.3, 0.0))
     assert not region.contains((0.0, -0.01, 0.0)) and not region.contains((0.0, 0.3, 0.51))
     assert FrameRegion.from_dict(region.to_dict()) == FrameRegion((-0.3, 0.0, -0.2), (0.4, 0.6, 0.5))
+    assert FrameRegion.of_model({"sacral_region": region.to_dict()}) == FrameRegion((-0.3, 0.0, -0.2), (0.4, 0.6, 0.5))
+    assert FrameRegion.of_model({"name": "hip_bone_seg"}) is None
     with pytest.raises(ValueError, match="low < high"):
         FrameRegion((0.0, 0.0, 0.0), (1.0, 0.0, 1.0))
     with pytest.raises(ValueError, match="shape"):

@@ -145,12 +145,17 @@ def main(argv: list[str] | None = None) -> int:
     # Classifier and its ablation variants, trained on inputs cut with the reference tumour mask and with the
     # tumour model's own mask (what the application gives it); validated on the latter.
     classes = list(clf_cfg["classes"])
-    tum = [e for e in index if e["tumour_class"] in classes and "crop" in np.load(cache / e["file"]).files]
     sources = list(clf_cfg.get("inputs", ["reference_mask"]))
     samples: dict[str, list[tuple[str, np.ndarray, dict, int]]] = {
         "reference_mask": [], "reference_mask_dilated": [], "reference_mask_eroded": [], "tumour_seg_mask": []}
-    for e in tum:
+    tum = []  # index entries of the tumour cases (those with a reference crop)
+    for e in index:
+        if e["tumour_class"] not in classes:
+            continue
         z = np.load(cache / e["file"])
+        if "crop" not in z.files:
+            continue
+        tum.append(e)
         for key, source in (("crop", "reference_mask"), ("crop_dilated", "reference_mask_dilated"),
                             ("crop_eroded", "reference_mask_eroded")):
             if key in z.files:  # the perturbed masks' crops share the reference tabular values
@@ -213,17 +218,16 @@ def main(argv: list[str] | None = None) -> int:
         auc = _macro_auc(yva, predict(net, cva, tva), len(classes)) if len(yva) else float("nan")
         print(f"[{vname}] internal validation macro AUC {auc:.3f} ({val_source} inputs)", flush=True)
         exported[vname] = (export_classifier(net, crop_shape, len(names)), *results[vname], auc)
-    results = exported
     from core.models import sha256_of
     for vname in ("image_only", "clinical_only", "clinical_location"):
-        ts, arch, summary, auc = results[vname]
+        ts, arch, summary, auc = exported[vname]
         vdir = clf_folder / "variants"
         vdir.mkdir(parents=True, exist_ok=True)
         torch.jit.save(ts, str(vdir / f"{vname}.ts"))
         variants_meta[vname] = {"file": f"variants/{vname}.ts", "sha256": sha256_of(vdir / f"{vname}.ts"),
                                 "architecture": arch, "training": summary,
                                 "internal_validation": {"macro_auc": round(auc, 4), "inputs": val_source}}
-    ts, arch, summary, auc = results["full"]
+    ts, arch, summary, auc = exported["full"]
     meta = {"name": clf_cfg["name"], "task": "classification", "description": clf_cfg["description"],
             "classes": classes, "features": feature_meta, "crop": clf_cfg["crop"], "architecture": arch,
             "training": summary, "internal_validation": {"macro_auc": round(auc, 4), "inputs": val_source},
