@@ -199,6 +199,8 @@ def make_synthetic_runs(root: Path, n: int = 60, seed: int = 3) -> Path:
     """A manifest and finished runs (result.json + runner.json) of every status, with readers and ablation."""
     rng = np.random.default_rng(seed)
     rows = []
+    # the repository's classifier, which the CLI validates by default: its results are reused, not run again
+    clf_meta = json.loads((REPO / "models" / "tumour_classifier" / "metadata.json").read_text())
     for i in range(n):
         cid = f"S{i:03d}"
         truth = "none" if i % 8 == 0 else CLASSES[i % 6]
@@ -207,7 +209,8 @@ def make_synthetic_runs(root: Path, n: int = 60, seed: int = 3) -> Path:
         status = "not_applicable" if i % 17 == 3 else "error" if i % 19 == 7 else status
         doc: dict[str, Any] = {"schema": "sacral-tumour-result/1", "status": status, "predicted_class": None,
                                "probabilities": {}, "warnings": [], "outputs": {},
-                               "models": {"tumour_classifier": {"version": "0.1.0", "sha256": "0" * 64}}}
+                               "models": {"tumour_classifier": {"version": clf_meta["version"],
+                                                                "sha256": clf_meta["sha256"]}}}
 
         def probs(strength: float) -> dict[str, float]:
             logit = rng.normal(0, 1, K)
@@ -574,3 +577,35 @@ def test_runner_records_a_crash_and_resumes(tmp_path: Path) -> None:
     assert cmd[:5] == ["podman", "run", "--rm", "--network", "none"] and cmd[-1] == "sacral:0.1.0"
     assert f"{tmp_path}:/var/holoscan/input:ro" in cmd and f"{tmp_path / 'm'}:/opt/holoscan/models:ro" in cmd
     assert f"{tmp_path / 'out'}:/var/holoscan/output" in cmd
+
+
+def test_runner_runs_again_a_study_of_other_models(tmp_path: Path) -> None:
+    """A published result whose models block names another sha256 than the validated models' metadata.json is
+    run again (retrained models); one of the same sha256, or of a model not in the folder, is reused."""
+    from validation.manifest import Case
+    from validation.runner import RunConfig, is_finished, run_study, stale_models, validated_models
+
+    models = tmp_path / "models"
+    (models / "tumour_seg").mkdir(parents=True)
+    (models / "tumour_seg" / "metadata.json").write_text(json.dumps({"version": "0.2.0", "sha256": "a" * 64}))
+    cfg = RunConfig(report_dir=tmp_path / "rep", models=models, python=shutil.which("false") or "/bin/false")
+    assert validated_models(cfg) == {"tumour_seg": "a" * 64}
+    case = Case("K2", tmp_path, "chordoma", None)
+    done = tmp_path / "rep" / "runs" / "K2"
+    done.mkdir(parents=True)
+
+    def publish(sha: str) -> None:
+        (done / "result.json").write_text(json.dumps({"status": "no_tumour", "models": {
+            "tumour_seg": {"version": "0.1.0", "sha256": sha}, "hip_bone_seg": {"sha256": "c" * 64}}}))
+
+    publish("a" * 64)
+    assert is_finished(cfg, "K2") and run_study(cfg, case) is False
+    publish("b" * 64)
+    assert stale_models(json.loads((done / "result.json").read_text()), validated_models(cfg)) == ["tumour_seg"]
+    assert not is_finished(cfg, "K2")
+    assert run_study(cfg, case) is True                          # ran again (here: /bin/false, an error)
+    rerun = json.loads((done / "result.json").read_text())
+    assert rerun["status"] == "error" and rerun["runner_generated"]
+    image = RunConfig(report_dir=tmp_path / "rep", image="sacral:0.1.0")   # the image's own models: unknown
+    publish("b" * 64)
+    assert validated_models(image) == {} and is_finished(image, "K2")

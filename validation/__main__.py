@@ -1,7 +1,7 @@
 """Validation runs: ``python -m validation run --manifest COHORT.csv --out REPORT_DIR [options]``.
 
-Runs the application on every study of the manifest exactly as deployed, resumably (finished studies are
-never run again), and writes ``REPORT_DIR/metrics.json`` and ``REPORT_DIR/report.html``. See
+Runs the application on every study of the manifest exactly as deployed, resumably (finished studies of the
+same models are never run again), and writes ``REPORT_DIR/metrics.json`` and ``REPORT_DIR/report.html``. See
 docs/validation.md. ``python -m validation report --out REPORT_DIR`` re-renders report.html from metrics.json.
 """
 from __future__ import annotations

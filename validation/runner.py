@@ -11,8 +11,11 @@ One study = one run of the application exactly as deployed:
 the runner adds ``runner.json`` (exit code, wall time, how it was run) and, if the application left no
 ``result.json`` (crash, timeout), a ``result.json`` of status ``error`` with the reason (``runner_generated``:
 true); then the folder is renamed to ``REPORT_DIR/runs/<case_id>`` in one atomic step. A study is finished
-when ``REPORT_DIR/runs/<case_id>/result.json`` exists: it is never run again (``retry_errors`` re-runs
-finished studies of status ``error``). A stale staging folder (interrupted run) is removed and the study run
+when ``REPORT_DIR/runs/<case_id>/result.json`` exists and was produced by the models being validated (the
+sha256 in its ``models`` block equals the one in each model's ``metadata.json``): it is never run again. A
+result of other models (the models were retrained since) is run again, and so are finished studies of status
+``error`` with ``retry_errors``. With an image and no ``models`` the models are the image's own, not known here,
+and every published result counts as finished. A stale staging folder (interrupted run) is removed and the study run
 again. The application's console output goes to ``REPORT_DIR/logs/<case_id>.log``.
 
 After the run (or when reused), the worker reads the study back (result.json, runner.json, and the SEG against
@@ -84,17 +87,42 @@ def write_json_atomic(path: Path, doc: Any) -> None:
         raise
 
 
-def is_finished(cfg: RunConfig, case_id: str) -> bool:
-    """True when the study has a published result (and is not an error to retry)."""
+def validated_models(cfg: RunConfig) -> dict[str, str]:
+    """name -> sha256 (from each ``metadata.json``) of the models this run validates; empty when they are not
+    known here (an image's own models)."""
+    if cfg.models is None:
+        return {}
+    out: dict[str, str] = {}
+    for meta_path in sorted(Path(cfg.models).glob("*/metadata.json")):
+        try:
+            sha = json.loads(meta_path.read_text()).get("sha256")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(sha, str):
+            out[meta_path.parent.name] = sha
+    return out
+
+
+def stale_models(result: dict[str, Any], models: dict[str, str]) -> list[str]:
+    """Names of the models that produced ``result`` (its ``models`` block) with another sha256 than ``models``."""
+    used = result.get("models") if isinstance(result.get("models"), dict) else {}
+    return sorted(name for name, m in used.items()
+                  if name in models and isinstance(m, dict) and m.get("sha256") != models[name])
+
+
+def is_finished(cfg: RunConfig, case_id: str, models: dict[str, str] | None = None) -> bool:
+    """True when the study has a readable published result that was produced by the models being validated
+    (``models``: :func:`validated_models`, computed here when not given) and is not an error to retry."""
     result = cfg.runs_dir / case_id / "result.json"
     if not result.is_file():
         return False
-    if cfg.retry_errors:
-        try:
-            return json.loads(result.read_text()).get("status") != "error"
-        except (OSError, ValueError):
-            return False
-    return True
+    try:
+        doc = json.loads(result.read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(doc, dict) or (cfg.retry_errors and doc.get("status") == "error"):
+        return False
+    return not stale_models(doc, validated_models(cfg) if models is None else models)
 
 
 def app_command(cfg: RunConfig, case: Case, out_dir: Path) -> list[str]:
@@ -144,7 +172,7 @@ def run_study(cfg: RunConfig, case: Case) -> bool:
         "exit_code": code, "timed_out": timed_out, "wall_s": wall,
         "mode": "image" if cfg.image else "python", "image": cfg.image,
         "command": [Path(cmd[0]).name, *cmd[1:]]})
-    if final.exists():  # an error being retried, or a folder without result.json
+    if final.exists():  # an error being retried, a result of other models, or a folder without result.json
         shutil.rmtree(final)
     os.replace(staging, final)
     return True
@@ -276,7 +304,11 @@ def run_all(cfg: RunConfig, cases: list[Case], *, workers: int = 1, ray_address:
     for stale in cfg.runs_dir.glob(".partial-*"):  # left by an interrupted run: those studies run again
         shutil.rmtree(stale, ignore_errors=True)
     progress = Progress(len(cases), workers if ray_address is None else 1)
-    print(f"[validation] {len(cases)} studies, {sum(is_finished(cfg, c.case_id) for c in cases)} already finished",
+    models = validated_models(cfg)
+    stale = sum((cfg.runs_dir / c.case_id / "result.json").is_file() and not is_finished(cfg, c.case_id, models)
+                for c in cases)
+    print(f"[validation] {len(cases)} studies, {sum(is_finished(cfg, c.case_id, models) for c in cases)} already "
+          f"finished, {stale} to run again (other models, unreadable result or --retry-errors)",
           file=sys.stderr, flush=True)
     it = (_iter_ray(cfg, cases, ray_address, gpu, cpus_per_study) if ray_address
           else _iter_pool(cfg, cases, workers))
