@@ -147,7 +147,8 @@ def segmented_classifier_inputs(manifest: Path, case_ids: list[str], tumour_modu
     largest component in the model's ``sacral_region`` (:func:`core.postprocess.merge_structures`), and the
     crop (:func:`core.classify.tumour_crop`) and tabular values (:func:`tabular_values`) are computed from that
     label map. Cases whose segmented tumour is below ``min_tumour_volume_ml`` (mL; the application then reports
-    no tumour and classifies nothing) are left out. The reference hip bones stand in for the hip model's (Dice above 0.9; this halves the time).
+    no tumour and classifies nothing) are left out. The reference hip bones stand in for the hip model's (Dice
+    above 0.9; this halves the time).
     """
     import torch
 

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from validation.manifest import Case
+from validation.provenance import models_provenance
 
 log = logging.getLogger(__name__)
 
@@ -88,19 +89,10 @@ def write_json_atomic(path: Path, doc: Any) -> None:
 
 
 def validated_models(cfg: RunConfig) -> dict[str, str]:
-    """name -> sha256 (from each ``metadata.json``) of the models this run validates; empty when they are not
-    known here (an image's own models)."""
-    if cfg.models is None:
-        return {}
-    out: dict[str, str] = {}
-    for meta_path in sorted(Path(cfg.models).glob("*/metadata.json")):
-        try:
-            sha = json.loads(meta_path.read_text()).get("sha256")
-        except (OSError, ValueError, AttributeError):
-            continue
-        if isinstance(sha, str):
-            out[meta_path.parent.name] = sha
-    return out
+    """name -> sha256 (from each ``metadata.json``, :func:`validation.provenance.models_provenance`) of the models
+    this run validates; empty when they are not known here (an image's own models)."""
+    return {name: m["sha256"] for name, m in models_provenance(cfg.models).items()
+            if isinstance(m.get("sha256"), str)}
 
 
 def stale_models(result: dict[str, Any], models: dict[str, str]) -> list[str]:
@@ -305,10 +297,10 @@ def run_all(cfg: RunConfig, cases: list[Case], *, workers: int = 1, ray_address:
         shutil.rmtree(stale, ignore_errors=True)
     progress = Progress(len(cases), workers if ray_address is None else 1)
     models = validated_models(cfg)
-    stale = sum((cfg.runs_dir / c.case_id / "result.json").is_file() and not is_finished(cfg, c.case_id, models)
-                for c in cases)
-    print(f"[validation] {len(cases)} studies, {sum(is_finished(cfg, c.case_id, models) for c in cases)} already "
-          f"finished, {stale} to run again (other models, unreadable result or --retry-errors)",
+    finished = [is_finished(cfg, c.case_id, models) for c in cases]
+    stale = sum(not f and (cfg.runs_dir / c.case_id / "result.json").is_file() for c, f in zip(cases, finished))
+    print(f"[validation] {len(cases)} studies, {sum(finished)} already finished, {stale} to run again (other "
+          f"models, unreadable result or --retry-errors)",
           file=sys.stderr, flush=True)
     it = (_iter_ray(cfg, cases, ray_address, gpu, cpus_per_study) if ray_address
           else _iter_pool(cfg, cases, workers))
