@@ -19,13 +19,41 @@ from core.inference import predict_probabilities
 from core.volume import Volume, from_sitk, to_sitk
 
 
+def _block_mean(img: sitk.Image, new_sp: Sequence[float]) -> sitk.Image:
+    """Average blocks of ``floor(new / old)`` voxels along each axis (SimpleITK x, y, z order): a box filter that
+    anti-aliases and shrinks the grid before the final linear resampling. The block grid keeps the physical
+    centre of each block; a partial block at the far edge is dropped (less than one output voxel)."""
+    old_sp = img.GetSpacing()
+    f = [max(1, int(math.floor(n / o + 1e-6))) for o, n in zip(old_sp, new_sp)]
+    if f == [1, 1, 1]:
+        return img
+    arr = sitk.GetArrayViewFromImage(img)               # z, y, x
+    fz, fy, fx = f[2], f[1], f[0]
+    nz, ny, nx = arr.shape[0] // fz, arr.shape[1] // fy, arr.shape[2] // fx
+    if min(nz, ny, nx) < 1:
+        return img
+    a = arr[:nz * fz, :ny * fy, :nx * fx].reshape(nz, fz, ny, fy, nx, fx)
+    pooled = a.mean(axis=(1, 3, 5), dtype=np.float32)
+    out = sitk.GetImageFromArray(pooled)
+    direction = np.array(img.GetDirection()).reshape(3, 3)
+    shift = direction @ (np.array([(fi - 1) / 2.0 * o for fi, o in zip(f, old_sp)]))
+    out.SetOrigin(tuple(np.array(img.GetOrigin()) + shift))
+    out.SetSpacing(tuple(o * fi for o, fi in zip(old_sp, f)))
+    out.SetDirection(img.GetDirection())
+    return out
+
+
 def canonical_resample(
-    vol: Volume, spacing_dhw: Sequence[float], *, is_label: bool = False, fill: float = -1024.0
+    vol: Volume, spacing_dhw: Sequence[float], *, is_label: bool = False, fill: float = -1024.0,
+    antialias: bool = False,
 ) -> Volume:
     """Reorient ``vol`` to canonical LPS and resample it to ``spacing_dhw`` (mm).
 
     The output grid covers the input's extent; CT uses linear interpolation with ``fill`` (HU) outside,
-    label maps nearest neighbour with 0 outside. Returns a Volume in the canonical orientation.
+    label maps nearest neighbour with 0 outside. With ``antialias`` (CT only) blocks of ``floor(new / old)``
+    voxels are first averaged along each axis (a box filter), so that a thin-slice, sharp-kernel series and a
+    thick-slice soft one reach the model grid with about the same resolution and noise.
+    Returns a Volume in the canonical orientation.
     """
     img = to_sitk(vol)
     if is_label:
@@ -35,6 +63,9 @@ def canonical_resample(
     img = sitk.DICOMOrient(img, "LPS")
     new_sp = (float(spacing_dhw[2]), float(spacing_dhw[1]), float(spacing_dhw[0]))
     old_sp, old_size = img.GetSpacing(), img.GetSize()
+    if antialias and not is_label:
+        img = _block_mean(img, new_sp)
+        old_sp, old_size = img.GetSpacing(), img.GetSize()
     size = [max(1, int(math.floor(old_size[i] * old_sp[i] / new_sp[i]))) for i in range(3)]
     # Centre the new grid on the old one so that neither edge is favoured.
     direction = np.array(img.GetDirection()).reshape(3, 3)
@@ -61,13 +92,16 @@ def model_input(ct: Volume, metadata: dict[str, Any], grids: dict[tuple, Volume]
                 ) -> tuple[Volume, np.ndarray]:
     """The canonical-grid CT and the network input (1, D, H, W) float32 for a segmentation model.
 
-    ``grids`` (optional) caches canonical grids of this ``ct`` by spacing, so that models sharing a spacing
-    resample the series once.
+    ``grids`` (optional) caches canonical grids of this ``ct`` by spacing and anti-aliasing, so that models sharing
+    them resample the series once. ``metadata['antialias']`` (default false) smooths before resampling
+    (:func:`canonical_resample`).
     """
-    key = tuple(float(v) for v in metadata["spacing_mm"])
+    spacing = tuple(float(v) for v in metadata["spacing_mm"])
+    antialias = bool(metadata.get("antialias", False))
+    key = (*spacing, antialias)
     grid = grids.get(key) if grids is not None else None
     if grid is None:
-        grid = canonical_resample(ct, key)
+        grid = canonical_resample(ct, spacing, antialias=antialias)
         if grids is not None:
             grids[key] = grid
     return grid, scale_intensity(grid.array, metadata["intensity"])[None]

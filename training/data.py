@@ -66,10 +66,32 @@ def load_case(case: Case) -> tuple[Volume, Volume, Any]:
         raise ValueError(f"{case.case_id}: {sel.reason}")
     loaded = load_volume(sel.series)
     ct = loaded.volume
-    lab = from_sitk(sitk.ReadImage(str(case.label_path)))
-    if lab.shape != ct.shape or not np.allclose(lab.affine, ct.affine, atol=1e-3):
-        raise ValueError(f"{case.case_id}: label map grid differs from the DICOM series grid")
+    lab = on_grid_of(from_sitk(sitk.ReadImage(str(case.label_path))), ct, case.case_id)
     return ct, lab.with_array(lab.array.astype(np.uint8)), loaded.datasets[0]
+
+
+def on_grid_of(lab: Volume, ct: Volume, case_id: str = "") -> Volume:
+    """``lab`` on ``ct``'s grid. The label map must cover the same voxel centres as the series (it may store them
+    in another axis order or direction, e.g. a feet-first series loaded slice-normal first): it is then
+    re-indexed exactly; any other grid is refused with a ValueError."""
+    if lab.shape == ct.shape and np.allclose(lab.affine, ct.affine, atol=1e-3):
+        return lab
+    # index of ct voxel centres in lab's grid must be a signed permutation of ct's index
+    m = np.linalg.solve(lab.affine, ct.affine)
+    rot = np.round(m[:3, :3])
+    ok = (np.allclose(m[:3, :3], rot, atol=1e-4) and np.allclose(np.abs(rot).sum(0), 1)
+          and np.allclose(np.abs(rot).sum(1), 1))
+    if ok:
+        corners = np.array([[0, 0, 0], np.array(ct.shape) - 1], float)
+        mapped = corners @ m[:3, :3].T + m[:3, 3]
+        ok = (np.allclose(mapped, np.round(mapped), atol=1e-3) and mapped.min() > -1e-3
+              and np.all(mapped.max(0) <= np.array(lab.shape) - 1 + 1e-3))
+    if not ok:
+        raise ValueError(f"{case_id}: label map grid differs from the DICOM series grid")
+    idx = np.indices(ct.shape).reshape(3, -1).T.astype(float)
+    src = np.rint(idx @ m[:3, :3].T + m[:3, 3]).astype(int)
+    arr = lab.array[src[:, 0], src[:, 1], src[:, 2]].reshape(ct.shape)
+    return Volume(arr, ct.affine.copy(), lab.meta)
 
 
 def tabular_values(labels: Volume, header: Any) -> dict[str, float | None]:
@@ -81,7 +103,7 @@ def tabular_values(labels: Volume, header: Any) -> dict[str, float | None]:
         "tumour_volume_ml": clinical.tumour_volume_ml(tumour, labels.voxel_volume_ml),
         "loc_u": None, "loc_v": None, "loc_w": None,
     }
-    if tumour.any():
+    if tumour.any() and (labels.array == HIP_LEFT).any() and (labels.array == HIP_RIGHT).any():
         frame = hip_frame.hip_frame_from_labels(labels, HIP_LEFT, HIP_RIGHT)
         loc = hip_frame.tumour_location(labels, TUMOUR, frame)
         values["loc_u"], values["loc_v"], values["loc_w"] = (float(v) for v in loc["location_hip_frame"])
@@ -106,35 +128,45 @@ def perturbed_masks(mask: np.ndarray, spec: dict[str, Any]) -> dict[str, np.ndar
 
 
 def prepare(manifest: Path, cache: Path, seg_specs: dict[str, dict[str, Any]], crop_spec: dict[str, Any],
-            mask_augmentation: dict[str, Any] | None = None) -> Path:
+            mask_augmentation: dict[str, Any] | None = None, workers: int = 1) -> Path:
     """Load every case once and cache what training needs (``cache/<case_id>.npz`` + ``cache/index.json``).
 
     ``seg_specs`` maps a segmentation model name to its metadata (``spacing_mm``); each case stores the CT and
     label map resampled to that model grid. Tumour cases also store the classifier crop (from the reference
     tumour mask; ``crop_dilated`` / ``crop_eroded`` from :func:`perturbed_masks` with ``mask_augmentation``) and
-    their raw tabular values.
+    their raw tabular values. ``workers`` > 1 prepares cases in that many processes (same result).
     """
     cache = Path(cache)
     cache.mkdir(parents=True, exist_ok=True)
-    index = []
-    for case in read_manifest(manifest):
-        out = cache / f"{case.case_id}.npz"
-        entry: dict[str, Any] = {"case_id": case.case_id, "tumour_class": case.tumour_class, "file": out.name}
-        ct, lab, header = load_case(case)
-        arrays: dict[str, np.ndarray] = {}
-        for name, spec in seg_specs.items():
-            arrays[f"{name}_ct"] = canonical_resample(ct, spec["spacing_mm"]).array.astype(np.float32)
-            arrays[f"{name}_lab"] = canonical_resample(lab, spec["spacing_mm"], is_label=True).array
-        entry["tabular"] = tabular_values(lab, header)
-        if case.tumour_class != "none" and (lab.array == TUMOUR).any():
-            ref = lab.array == TUMOUR
-            arrays["crop"] = tumour_crop(ct, ref, crop_spec)
-            for key, mask in perturbed_masks(ref, mask_augmentation or {}).items():
-                arrays[f"crop_{key}"] = tumour_crop(ct, mask, crop_spec)
-        np.savez(out, **arrays)
-        index.append(entry)
+    jobs = [(case, cache, seg_specs, crop_spec, mask_augmentation) for case in read_manifest(manifest)]
+    if workers > 1 and len(jobs) > 1:
+        import multiprocessing as mp
+        with mp.get_context("fork").Pool(workers) as pool:
+            index = pool.map(_prepare_case, jobs, chunksize=1)
+    else:
+        index = [_prepare_case(j) for j in jobs]
     (cache / "index.json").write_text(json.dumps(index, indent=1))
     return cache / "index.json"
+
+
+def _prepare_case(job: tuple) -> dict[str, Any]:
+    case, cache, seg_specs, crop_spec, mask_augmentation = job
+    out = cache / f"{case.case_id}.npz"
+    entry: dict[str, Any] = {"case_id": case.case_id, "tumour_class": case.tumour_class, "file": out.name}
+    ct, lab, header = load_case(case)
+    arrays: dict[str, np.ndarray] = {}
+    for name, spec in seg_specs.items():
+        arrays[f"{name}_ct"] = canonical_resample(ct, spec["spacing_mm"], antialias=bool(spec.get("antialias", False))
+                                                  ).array.astype(np.float32)
+        arrays[f"{name}_lab"] = canonical_resample(lab, spec["spacing_mm"], is_label=True).array
+    entry["tabular"] = tabular_values(lab, header)
+    if case.tumour_class != "none" and (lab.array == TUMOUR).any():
+        ref = lab.array == TUMOUR
+        arrays["crop"] = tumour_crop(ct, ref, crop_spec)
+        for key, mask in perturbed_masks(ref, mask_augmentation or {}).items():
+            arrays[f"crop_{key}"] = tumour_crop(ct, mask, crop_spec)
+    np.savez(out, **arrays)
+    return entry
 
 
 def segmented_classifier_inputs(manifest: Path, case_ids: list[str], tumour_module: Any, tumour_meta: dict[str, Any],

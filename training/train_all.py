@@ -104,13 +104,14 @@ def main(argv: list[str] | None = None) -> int:
         if not (a.skip_prepare and manifest.exists()):
             print(f"generating {n_cases} phantom cases (seed {cohort_cfg['seed']})", flush=True)
             manifest = generate_cohort(work / "cohort", n=n_cases, seed=int(cohort_cfg["seed"]),
-                                       no_tumour_fraction=float(cohort_cfg["no_tumour_fraction"]))
+                                       no_tumour_fraction=float(cohort_cfg["no_tumour_fraction"]),
+                                       protocol=str(cohort_cfg.get("protocol", "standard")), workers=2)
     seg_cfg = cfg["segmentation"]
     clf_cfg = cfg["classifier"]
     cache = work / "cache"
     if not (a.skip_prepare and (cache / "index.json").exists()):
         print("preparing cache", flush=True)
-        prepare(manifest, cache, seg_cfg, clf_cfg["crop"], clf_cfg.get("mask_augmentation"))
+        prepare(manifest, cache, seg_cfg, clf_cfg["crop"], clf_cfg.get("mask_augmentation"), workers=2)
     index = json.loads((cache / "index.json").read_text())
     ids = [e["case_id"] for e in index]
     train_ids, val_ids = _split(ids, float(cohort_cfg["validation_fraction"]), int(cohort_cfg["seed"]))
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         iters = 3 if a.quick else int(spec["iterations"])
         meta = {"name": name, "task": "segmentation", "description": spec["description"],
-                "spacing_mm": spec["spacing_mm"], "orientation": "canonical LPS (SimpleITK DICOMOrient 'LPS'), arrays D-H-W",
+                "spacing_mm": spec["spacing_mm"], "antialias": bool(spec.get("antialias", False)), "orientation": "canonical LPS (SimpleITK DICOMOrient 'LPS'), arrays D-H-W",
                 "intensity": spec["intensity"], "sliding_window": spec["sliding_window"],
                 "architecture": spec["architecture"], "labels": spec["labels"], **common}
         net, summary = train_segmenter(cache, name, train_ids, meta, iterations=iters,

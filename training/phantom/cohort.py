@@ -37,7 +37,7 @@ def cohort_classes(n: int, seed: int, no_tumour_fraction: float = 0.15,
 
 
 def generate_cohort(out: Path, n: int, seed: int, full_size: bool = False, no_tumour_fraction: float = 0.15,
-                    **opts: Any) -> Path:
+                    workers: int = 1, **opts: Any) -> Path:
     """Generate ``n`` cases under ``out`` and write ``out/manifest.csv``; returns the manifest path.
 
     Options: ``classes`` (sequence of tumour classes), ``protocol`` ('standard' routine pelvic CT, default, or
@@ -45,7 +45,7 @@ def generate_cohort(out: Path, n: int, seed: int, full_size: bool = False, no_tu
     ``transfer_syntax`` ('explicit', 'implicit', 'jpeg2000', 'rle' or a UID), ``pixel_representation`` (0/1),
     ``localizer`` (bool), ``contrast_series`` (bool), ``patient_name`` / ``patient_id`` / ``birth_date`` /
     ``accession_number`` (format strings with ``{case_id}``, ``{i}``), ``case_prefix`` (default 'C'),
-    ``start_index`` (default 1).
+    ``start_index`` (default 1). ``workers`` > 1 renders cases in that many processes (same cases, same order).
     """
     known = {"classes", "matrix", "transfer_syntax", "pixel_representation", "localizer", "contrast_series",
              "patient_name", "patient_id", "birth_date", "accession_number", "case_prefix", "start_index",
@@ -61,35 +61,46 @@ def generate_cohort(out: Path, n: int, seed: int, full_size: bool = False, no_tu
     ts = opts.get("transfer_syntax")
     if ts is not None:
         ts = str(TRANSFER_SYNTAXES.get(str(ts).lower(), ts))
-    rows = []
     t0 = time.perf_counter()
     start = int(opts.get("start_index", 1))
-    for i in range(n):
-        case_id = f"{opts.get('case_prefix', 'C')}{start + i:04d}"
-        rng = np.random.default_rng([seed, start + i])
-        patient = sample_patient(rng, case_id, classes[i])
-        ident = {k: str(opts[k]).format(case_id=case_id, i=start + i)
-                 for k in ("patient_name", "patient_id", "birth_date", "accession_number") if opts.get(k)}
-        if ident:
-            patient = replace(patient, **ident)
-        scan = sample_scan(rng, patient, full_size=full_size, protocol=str(opts.get("protocol") or "standard"))
-        if opts.get("matrix"):
-            scan = scan.with_matrix(int(opts["matrix"]))
-        if ts is not None:
-            scan = replace(scan, transfer_syntax_uid=ts)
-        if opts.get("pixel_representation") is not None:
-            scan = replace(scan, pixel_representation=int(opts["pixel_representation"]))
-        ct, labels = render(patient, scan)
-        rows.append(write_case(patient, scan, ct, labels, out, localizer=bool(opts.get("localizer")),
-                               contrast_series=bool(opts.get("contrast_series"))))
-        log.info("case %d/%d %s %s: %d slices (%.1f s elapsed)", i + 1, n, case_id, patient.tumour_class,
-                 ct.shape[0], time.perf_counter() - t0)
+    jobs = [(i, start, seed, classes[i], full_size, opts, ts, out, n, t0) for i in range(n)]
+    workers = int(workers)
+    if workers > 1 and n > 1:
+        import multiprocessing as mp
+        with mp.get_context("fork").Pool(workers) as pool:
+            rows = pool.map(_one_case, jobs, chunksize=1)
+    else:
+        rows = [_one_case(j) for j in jobs]
     manifest = out / "manifest.csv"
     with open(manifest, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
     return manifest
+
+
+def _one_case(job: tuple) -> dict[str, Any]:
+    i, start, seed, cls, full_size, opts, ts, out, n, t0 = job
+    case_id = f"{opts.get('case_prefix', 'C')}{start + i:04d}"
+    rng = np.random.default_rng([seed, start + i])
+    patient = sample_patient(rng, case_id, cls)
+    ident = {k: str(opts[k]).format(case_id=case_id, i=start + i)
+             for k in ("patient_name", "patient_id", "birth_date", "accession_number") if opts.get(k)}
+    if ident:
+        patient = replace(patient, **ident)
+    scan = sample_scan(rng, patient, full_size=full_size, protocol=str(opts.get("protocol") or "standard"))
+    if opts.get("matrix"):
+        scan = scan.with_matrix(int(opts["matrix"]))
+    if ts is not None:
+        scan = replace(scan, transfer_syntax_uid=ts)
+    if opts.get("pixel_representation") is not None:
+        scan = replace(scan, pixel_representation=int(opts["pixel_representation"]))
+    ct, labels = render(patient, scan)
+    row = write_case(patient, scan, ct, labels, out, localizer=bool(opts.get("localizer")),
+                     contrast_series=bool(opts.get("contrast_series")))
+    log.info("case %d/%d %s %s: %d slices (%.1f s elapsed)", i + 1, n, case_id, patient.tumour_class,
+             ct.shape[0], time.perf_counter() - t0)
+    return row
 
 
 def clinical_features(p: PatientParams) -> list[float]:
