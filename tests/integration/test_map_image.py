@@ -4,6 +4,10 @@ Selected by ``make map-test`` (which builds the image and sets MAP_IMAGE); witho
 is skipped; ``make test`` ignores this file, so it never builds or runs images. Needs podman (or PODMAN=docker) and, on the
 development machines, packaging/containers.conf + packaging/storage.conf (used when CONTAINERS_CONF /
 CONTAINERS_STORAGE_CONF are unset).
+
+The image also runs once through the official runner, ``monai-deploy run`` (holoscan-cli 4.2.0), on podman
+through the ``docker`` shim of packaging/docker-shim (packaging/monai_deploy_run.sh, as ``make map-run`` does).
+Both runs must give the findings of ``python -m app`` in the development venv on the same study.
 """
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 IMAGE = os.environ.get("MAP_IMAGE", "")
 UID = os.environ.get("MAP_UID", "1000")
 PODMAN = os.environ.get("PODMAN", "podman")
+MONAI_DEPLOY = os.environ.get("MONAI_DEPLOY", str(Path(sys.executable).parent / "monai-deploy"))
 APP_JSON = json.loads((ROOT / "MAP_manifest" / "app.json").read_text())
 PKG_JSON = json.loads((ROOT / "MAP_manifest" / "pkg.json").read_text())
 
@@ -97,20 +103,72 @@ def test_runs_offline_on_a_generated_study(image_run: tuple[subprocess.Completed
     assert result["status"] in ("tumour_found", "no_tumour", "not_applicable"), result.get("reason")
 
 
-def test_same_result_as_the_local_run(image_run: tuple[subprocess.CompletedProcess, Path], study: Path,
-                                      tmp_path: Path) -> None:
-    """The image (same pins, same models) answers what `python -m app` answers in the development venv."""
+@pytest.fixture(scope="module")
+def local_result(study: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """result.json of `python -m app` in the development venv on the same study (same pins, same models)."""
     from tests.conftest import run_app
 
+    local = run_app(study, tmp_path_factory.mktemp("local_out") / "output", ROOT / "models")
+    assert local.returncode == 0, local.stderr[-2000:]
+    return local.result
+
+
+@pytest.fixture(scope="module")
+def runner_run(study: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess, Path]:
+    """The image run by `monai-deploy run` (holoscan-cli 4.2.0) through the docker shim over podman."""
+    if PODMAN != "podman":
+        pytest.skip("the docker shim is for podman hosts; with Docker, run `monai-deploy run` itself")
+    work = tmp_path_factory.mktemp("map_runner")
+    out = writable_dir(work / "output")  # the script also hands it to MAP_UID when run as root
+    env = {**os.environ, "MAP_UID": UID, "MONAI_DEPLOY": MONAI_DEPLOY, "MAP_RUN_HOME": str(work / "home")}
+    env.setdefault("CONTAINERS_CONF", str(ROOT / "packaging" / "containers.conf"))
+    env.setdefault("CONTAINERS_STORAGE_CONF", str(ROOT / "packaging" / "storage.conf"))
+    proc = subprocess.run([str(ROOT / "packaging" / "monai_deploy_run.sh"), IMAGE, str(study), str(out)],
+                          capture_output=True, text=True, timeout=APP_JSON["timeout"] + 60, env=env)
+    return proc, out
+
+
+def findings(result: dict) -> dict:
+    """What a run found: result.json without the timings (which differ from run to run)."""
+    return {k: v for k, v in result.items() if k != "timings_s"}
+
+
+def assert_same_findings(got: object, want: object, where: str = "result") -> None:
+    """Equal, numbers to 1e-4 (the image and the venv run the same wheels, models and code)."""
+    if isinstance(want, dict):
+        assert isinstance(got, dict) and sorted(got) == sorted(want), where
+        for key in want:
+            assert_same_findings(got[key], want[key], f"{where}.{key}")
+    elif isinstance(want, list):
+        assert isinstance(got, list) and len(got) == len(want), where
+        for i, (g, w) in enumerate(zip(got, want)):
+            assert_same_findings(g, w, f"{where}[{i}]")
+    elif isinstance(want, float) and not isinstance(got, bool):
+        assert got == pytest.approx(want, abs=1e-4, rel=1e-6), where
+    else:
+        assert got == want, where
+
+
+def test_same_result_as_the_local_run(image_run: tuple[subprocess.CompletedProcess, Path], local_result: dict) -> None:
+    """The image (same pins, same models) answers what `python -m app` answers in the development venv."""
     proc, out = image_run
     assert proc.returncode == 0
-    local = run_app(study, tmp_path / "local_out", ROOT / "models")
-    assert local.returncode == 0, local.stderr[-2000:]
     in_image = json.loads((out / "result.json").read_text())
-    assert in_image["status"] == local.result["status"]
-    assert in_image["predicted_class"] == local.result["predicted_class"]
-    for cls, p in local.result["probabilities"].items():
-        assert in_image["probabilities"][cls] == pytest.approx(p, abs=1e-4), cls
+    assert_same_findings(findings(in_image), findings(local_result))
+
+
+def test_monai_deploy_run_gives_the_local_result(runner_run: tuple[subprocess.CompletedProcess, Path],
+                                                 local_result: dict) -> None:
+    """`monai-deploy run` (the MONAI Deploy CLI's runner) runs the image and gets the findings of `python -m app`."""
+    proc, out = runner_run
+    log = proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.returncode == 0, log
+    assert "exited with code 0" in proc.stdout + proc.stderr, log  # the runner's own report
+    by_runner = json.loads((out / "result.json").read_text())
+    assert_same_findings(findings(by_runner), findings(local_result))
+    for name in by_runner["outputs"].values():
+        assert (out / name).stat().st_size > 0, name
+    assert sorted(p.name for p in out.iterdir()) == sorted(["result.json", *by_runner["outputs"].values()])
 
 
 def test_extract_copies_app_config_models_docs(tmp_path: Path) -> None:
