@@ -46,6 +46,7 @@ class BoneTransform:
         rms = float(np.sqrt((v ** 2).sum(axis=0).mean())) + 1e-9
         self.v = (v * (shape.deform_mm / rms)).astype(np.float32)
         self.mean_scale = float((shape.width * shape.depth * shape.height) ** (1.0 / 3.0))
+        self._last: tuple | None = None   # (X, Y, Z, result) of the last call: CSG items share their region
 
     def _disp(self, bx, by, bz) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         c = np.stack([(bx - _FIELD_LO[0]) / _FIELD_STEP, (by - _FIELD_LO[1]) / _FIELD_STEP,
@@ -59,6 +60,10 @@ class BoneTransform:
 
     def to_template(self, X, Y, Z) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Local mm points (broadcastable arrays) -> template mm points (arrays of the broadcast shape)."""
+        last = self._last
+        if last is not None and last[0] is X and last[1] is Y and last[2] is Z:
+            return last[3]
+        X0, Y0, Z0 = X, Y, Z
         X, Y, Z = np.broadcast_arrays(X, Y, Z)
         r = self.Rt
         ax = r[0, 0] * X + r[0, 1] * Y + r[0, 2] * Z
@@ -70,6 +75,7 @@ class BoneTransform:
         if self.s.deform_mm > 0:
             dx, dy, dz = self._disp(bx, by, bz)
             bx, by, bz = bx - dx, by - dy, bz - dz
+        self._last = (X0, Y0, Z0, (bx, by, bz))
         return bx, by, bz
 
     def to_local(self, q) -> np.ndarray:

@@ -39,6 +39,7 @@ class _Grid:
         self.Z = (self.zphys / self.scale).astype(np.float32)
         self.ss = scan.slice_spacing_mm
         self.z0 = scan.z_range_mm[0]
+        self._coords: dict[tuple, tuple] = {}
 
     def box(self, bb: BBox, d0: int, d1: int) -> tuple[slice, slice, slice] | None:
         xmin, xmax, ymin, ymax, zmin, zmax = bb
@@ -56,8 +57,13 @@ class _Grid:
         return slice(a, b), slice(h0, h1), slice(w0, w1)
 
     def coords(self, box):
-        ds, hs, ws = box
-        return self.X[hs, ws][None], self.Y[hs, ws][None], self.Z[ds][:, None, None]
+        """Local X, Y, Z (broadcastable) of a box; the same array objects for the same box (shared transforms)."""
+        key = tuple((s.start, s.stop) for s in box)
+        hit = self._coords.get(key)
+        if hit is None:
+            ds, hs, ws = box
+            hit = self._coords[key] = (self.X[hs, ws][None], self.Y[hs, ws][None], self.Z[ds][:, None, None])
+        return hit
 
 
 def _inter(outer, inner):
@@ -198,6 +204,7 @@ def render(patient: PatientParams, scan: ScanParams) -> tuple[Volume, Volume]:
     slab = max(1, int(3_000_000 // (m * m)))
     for d0 in range(0, n, slab):
         d1 = min(n, d0 + slab)
+        grid._coords.clear()
         for op in ops:
             _paint(op, patient, grid, hu, lab, d0, d1)
     out = acquire(hu, scan, has_metal=any(op.kind == "metal" for op in ops))
