@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv demo test bench train evaluate clean
+.PHONY: venv demo test bench train evaluate gallery clean
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,12 +26,21 @@ demo: venv
 	$(PY) -m app -i $(DEMO_IN)/C0001/dicom -o $(DEMO_OUT) -m models
 	@echo "outputs in $(DEMO_OUT)/: $$(ls $(DEMO_OUT) | tr '\n' ' ')"
 
-# Held-out evaluation behind the model card: a cohort from a seed never used in training, run through the
-# application exactly as deployed (DICOM in, result.json + SEG out), metrics with bootstrap CIs.
+# Held-out evaluation behind the model card: a cohort from the held-out seed fixed in training/config.yaml
+# (evaluation.heldout, never used for a decision), full-size studies of the varied protocol, run through the
+# application exactly as deployed (DICOM in, result.json + SEG out), metrics with bootstrap CIs. Once per model
+# version.
 EVAL_DIR ?= build/heldout
+HELDOUT_ARGS = $(shell $(PY) -c "import yaml; h = yaml.safe_load(open('training/config.yaml'))['evaluation']['heldout']; \
+	print(f\"--seed {h['seed']} --n {h['n']} --no-tumour-fraction {h['no_tumour_fraction']} --protocol {h['protocol']}\" \
+	+ (' --full-size' if h['full_size'] else ''))")
 evaluate: venv
-	$(PY) -m training.phantom --out $(EVAL_DIR)/cohort --n 120 --seed 7777 --no-tumour-fraction 0.15
+	$(PY) -m training.phantom --out $(EVAL_DIR)/cohort $(HELDOUT_ARGS) --workers 2
 	$(PY) -m validation run --manifest $(EVAL_DIR)/cohort/manifest.csv --out $(EVAL_DIR)/report --models models --workers 2
+
+# A contact sheet of random phantoms (docs/phantom_gallery.png), for a radiologist's look at the synthetic world.
+gallery: venv
+	$(PY) -m training.phantom.gallery --out docs/phantom_gallery.png --n 6 --seed 5
 
 # Retrain all three models from scratch on a generated cohort (about an hour on 2 CPU cores).
 train: venv
