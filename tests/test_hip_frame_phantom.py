@@ -10,7 +10,8 @@ import pytest
 
 from core.hip_frame import hip_frame_from_labels, truncated_faces, tumour_location
 from core.volume import Volume
-from training.phantom import HIP_Z_EXTENT, render, sample_patient, sample_scan
+from training.phantom import render, sample_patient, sample_scan
+from training.phantom.anatomy import hip_landmarks
 
 CASES = [(11, "chordoma"), (29, "giant_cell_tumour")]
 
@@ -84,7 +85,8 @@ def test_patient_scale(case):
 def test_coverage_cut_above_and_below_hips(case):
     patient, scan, lab, base = case
     z0, z1 = scan.z_range_mm
-    lo_hip, hi_hip = (e * patient.scale for e in HIP_Z_EXTENT)
+    lm = hip_landmarks(patient)     # this patient's own (deformed, tilted) hip bones
+    lo_hip, hi_hip = lm["lo"] * patient.scale, lm["hi"] * patient.scale
     k0 = int(np.floor((lo_hip - 8.0 - z0) / scan.slice_spacing_mm))   # same slice positions, tighter coverage
     k1 = int(np.ceil((hi_hip + 8.0 - z0) / scan.slice_spacing_mm))
     assert k0 > 0 and z0 + k1 * scan.slice_spacing_mm < z1

@@ -246,24 +246,79 @@ def test_transfer_syntax_and_pixel_representation(case, tmp_path):
 
 def test_sample_scan_ranges():
     rng = np.random.default_rng(9)
+    coverages, positions, kernels = set(), set(), set()
     for i in range(40):
         p = ph.sample_patient(rng, f"R{i}")
-        s = ph.sample_scan(rng, p)
-        assert s.matrix == 128 and 2.0 <= s.slice_spacing_mm <= 5.0 and 1.0 <= s.slice_thickness_mm <= 5.0
-        assert 2.5 <= s.pixel_spacing_mm <= 4.0 and 40 <= s.n_slices <= 160 and abs(s.rotation_deg) <= 10
-        f = ph.sample_scan(rng, p, full_size=True)
-        assert f.matrix == 512 and f.n_slices >= 300 and f.slice_spacing_mm == 1.0
-        assert 0.66 <= f.pixel_spacing_mm <= 0.9
+        s = ph.sample_scan(rng, p)   # standard protocol: a routine pelvic CT
+        assert s.matrix in (128, 160) and 2.0 <= s.slice_spacing_mm <= 5.0 and 2.0 <= s.slice_thickness_mm <= 5.0
+        assert 1.8 <= s.pixel_spacing_mm <= 4.0 and 40 <= s.n_slices <= 160 and abs(s.rotation_deg) <= 15
+        assert s.coverage == "pelvis" and s.patient_position == "HFS" and s.kernel_sharpening == 0
+        f = ph.sample_scan(rng, p, full_size=True, protocol="varied")
+        assert f.matrix == 512 and 0.625 <= f.slice_spacing_mm <= 5.0 and f.slice_thickness_mm >= f.slice_spacing_mm
+        assert 0.58 <= f.pixel_spacing_mm <= 0.98 and f.n_slices <= 452
+        coverages.add(f.coverage)
+        positions.add(f.patient_position)
+        kernels.add(f.kernel_sharpening > 0)
         assert 0.85 <= p.scale <= 1.2
+    # the varied protocol draws abdomen + pelvis and cut scans, feet-first patients and sharp kernels
+    assert {"pelvis", "abdomen_pelvis"} <= coverages and len(coverages) >= 3
+    assert positions == {"HFS", "FFS"} and kernels == {True, False}
     with pytest.raises(ValueError):
         ph.sample_patient(rng, "X", "lymphoma")
+    with pytest.raises(ValueError):
+        ph.sample_scan(rng, p, protocol="exotic")
+
+
+def test_varied_scans_cover_the_tumour_and_cut_the_pelvis_where_drawn():
+    rng = np.random.default_rng(12)
+    from training.phantom.anatomy import hip_landmarks
+    cut = 0
+    for i in range(60):
+        p = ph.sample_patient(rng, f"V{i}", ph.TUMOUR_CLASSES[i % 6])
+        s = ph.sample_scan(rng, p, protocol="varied")
+        z0, z1 = s.z_range_mm
+        assert z0 + 15 < p.tumour_centre_mm[2] * p.scale < z1 - 15   # a tumour study covers its tumour
+        lm = hip_landmarks(p)
+        cut += (z0 > lm["lo"] * p.scale) or (z1 < lm["hi"] * p.scale)
+    assert 3 <= cut <= 40
+
+
+def test_feet_first_series_is_the_mirror_of_the_head_first_one():
+    rng = np.random.default_rng(41)
+    p = ph.sample_patient(rng, "F1", "chordoma")
+    s = ph.sample_scan(rng, p)
+    ct_h, lab_h = ph.render(p, s)
+    ct_f, lab_f = ph.render(p, replace(s, patient_position="FFS"))
+    np.testing.assert_array_equal(ct_f.array, ct_h.array[:, :, ::-1])
+    np.testing.assert_array_equal(lab_f.array, lab_h.array[:, :, ::-1])
+    for k in (1, 2, 3):   # the same anatomy in patient coordinates
+        np.testing.assert_allclose(_centroid_lps(lab_f, k), _centroid_lps(lab_h, k), atol=1e-6)
+
+
+def test_bone_density_falls_with_age_and_implants_render_as_metal():
+    from training.phantom import appearance
+    from training.phantom.params import Implants
+    rng = np.random.default_rng(0)
+    young = [appearance.marrow_hu(rng, 25, "F") for _ in range(200)]
+    old = [appearance.marrow_hu(rng, 80, "F") for _ in range(200)]
+    assert np.mean(young) > np.mean(old) + 100 and min(old) >= 0 and max(young) <= 330
+    rng = np.random.default_rng(44)
+    p = ph.sample_patient(rng, "M1", "none")
+    s = ph.sample_scan(rng, p)
+    p = replace(p, implants=Implants(hip_prosthesis="left"))
+    ct, lab = ph.render(p, s)
+    metal = lab.array == ph.LABELS["implant"]
+    assert metal.sum() * lab.voxel_volume_ml > 5.0          # cup, head and stem
+    assert np.median(ct.array[metal]) > 1500
+    # the prosthesis replaces the left femoral head: the implant lies on the left (larger LPS x)
+    assert _centroid_lps(lab, ph.LABELS["implant"])[0] > _centroid_lps(lab, 2)[0]
 
 
 def test_class_typical_features_hold_mostly_not_always():
     rng = np.random.default_rng(31)
     ps = [ph.sample_patient(rng, f"X{i}", c) for i in range(60) for c in ph.TUMOUR_CLASSES]
-    typ_loc = np.mean([p.tumour_typical_location for p in ps])
-    typ_mat = np.mean([p.tumour_typical_matrix for p in ps])
+    typ_loc = np.mean([p.tumour.typical_location for p in ps])
+    typ_mat = np.mean([p.tumour.typical_matrix for p in ps])
     assert 0.65 < typ_loc < 0.85 and 0.68 < typ_mat < 0.88
     gct = [p for p in ps if p.tumour_class == "giant_cell_tumour"]
     chordoma = [p for p in ps if p.tumour_class == "chordoma"]

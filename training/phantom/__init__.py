@@ -34,13 +34,9 @@ from training.phantom.params import (
 )
 from training.phantom.patient import sample_patient
 from training.phantom.render import render
-from training.phantom.template import load_template
-
-HIP_Z_EXTENT = load_template().hip_z_extent
-"""Local z extent (mm, at scale 1) of the template hip bones: (lowest point, top of the iliac crest)."""
 
 __all__ = [
-    "CLASS_PREVALENCE", "HIP_Z_EXTENT", "LABELS", "NO_TUMOUR", "TUMOUR_CLASSES", "PatientParams", "ScanParams",
+    "CLASS_PREVALENCE", "LABELS", "NO_TUMOUR", "TUMOUR_CLASSES", "PatientParams", "ScanParams",
     "clinical_features", "clinical_only_auc", "cohort_classes", "generate_cohort", "render", "sample_patient",
     "sample_scan", "study_uids", "write_case",
 ]

@@ -18,7 +18,6 @@ import numpy as np
 from scipy import ndimage, sparse
 
 from training.phantom.params import PatientParams, ScanParams
-from training.phantom.template import load_template
 
 # (manufacturer, model, (soft kernels), (sharp kernels), institution) per synthetic site
 SITES: dict[str, tuple[str, str, tuple[str, ...], tuple[str, ...], str]] = {
@@ -37,11 +36,12 @@ def _clip(v: float, lo: float, hi: float) -> float:
     return float(min(max(v, lo), hi))
 
 
-def coverage_range(rng: np.random.Generator, kind: str, scale: float) -> tuple[float, float]:
-    """(lowest, highest) physical mm along S relative to the pelvis-local origin for a coverage ``kind``."""
-    tpl = load_template()
-    hip_lo, hip_hi = tpl.hip_z_extent[0] * scale, tpl.hip_z_extent[1] * scale
-    acetab = float(tpl.hip_centres["left"][2]) * scale
+def coverage_range(rng: np.random.Generator, kind: str, patient: PatientParams) -> tuple[float, float]:
+    """(lowest, highest) physical mm along S relative to the pelvis-local origin for a coverage ``kind``, from
+    this patient's own (deformed, tilted) hip bones."""
+    from training.phantom.anatomy import hip_landmarks
+    lm = hip_landmarks(patient)
+    hip_lo, hip_hi, acetab = (lm[k] * patient.scale for k in ("lo", "hi", "acetabulum"))
     if kind == "abdomen_pelvis":
         return hip_lo - rng.uniform(15, 50), hip_hi + rng.uniform(180, 330)
     if kind == "cut_acetabulum":      # an abdominal scan that stops at the acetabulum
@@ -81,12 +81,12 @@ def sample_scan(rng: np.random.Generator, patient: PatientParams, full_size: boo
     iterative = bool(rng.random() < 0.5)
     kinds = list(COVERAGE)
     kind = str(rng.choice(kinds, p=np.array([COVERAGE[k] for k in kinds]))) if varied else "pelvis"
-    lo, hi = coverage_range(rng, kind, s)
+    lo, hi = coverage_range(rng, kind, patient)
     if patient.tumour is not None:   # a scan ordered for a sacral tumour covers its centre
         zt = patient.tumour.centre_mm[2] * s
         if not lo + 15.0 < zt < hi - 15.0:
             kind = "pelvis"
-            lo, hi = coverage_range(rng, kind, s)
+            lo, hi = coverage_range(rng, kind, patient)
     b = patient.body
     body_half = (158.0 * b.body_width * patient.shape.width + 25.0 * b.visceral_fat + b.fat_mm) * s
     fov = _clip(2 * body_half + rng.uniform(-40, 90), 300.0, 500.0)

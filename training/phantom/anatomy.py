@@ -419,6 +419,26 @@ def _cup_half(centre: np.ndarray, side: float) -> Callable:
     return f
 
 
+@functools.lru_cache(maxsize=1)
+def _hip_surface_points() -> np.ndarray:
+    """Template points on the surface of both hip bones (every third voxel within 1 mm of it), (N, 3) mm."""
+    pts = []
+    for k in ("hip_left", "hip_right"):
+        f = load_template().sdf[k]
+        ijk = np.argwhere(np.abs(f.values[::3, ::3, ::3]) < 1.5) * 3
+        pts.append(f.origin + f.step * ijk)
+    return np.concatenate(pts)
+
+
+def hip_landmarks(p: PatientParams) -> dict[str, float]:
+    """This patient's hip bones along S (pelvis-local mm before ``scale``): ``lo`` and ``hi`` (lowest and highest
+    point) and ``acetabulum`` (height of the hip joint centres)."""
+    tr = BoneTransform(p.shape)
+    z = tr.to_local(_hip_surface_points())[:, 2]
+    joints = tr.to_local(np.stack([load_template().hip_centres[s] for s in ("left", "right")]))[:, 2]
+    return {"lo": float(z.min()), "hi": float(z.max()), "acetabulum": float(joints.mean())}
+
+
 def sacrum_geometry(p: PatientParams) -> SacrumGeometry:
     """The sacrum of a patient with pelvis shape ``p.shape`` (for tumour placement)."""
     return SacrumGeometry(load_template(), BoneTransform(p.shape))
