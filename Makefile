@@ -36,7 +36,8 @@ HELDOUT_ARGS = $(shell $(PY) -c "import yaml; h = yaml.safe_load(open('training/
 	+ (' --full-size' if h['full_size'] else ''))")
 evaluate: venv
 	$(PY) -m training.phantom --out $(EVAL_DIR)/cohort $(HELDOUT_ARGS) --workers 2
-	$(PY) -m validation run --manifest $(EVAL_DIR)/cohort/manifest.csv --out $(EVAL_DIR)/report --models models --workers 2
+	$(PY) -m validation run --manifest $(EVAL_DIR)/cohort/manifest.csv --out $(EVAL_DIR)/report --models models --workers 2 \
+		--subgroups sex,age_band,coverage,patient_position,hip_prosthesis,manufacturer
 
 # A contact sheet of random phantoms (docs/phantom_gallery.png), for a radiologist's look at the synthetic world.
 gallery: venv
