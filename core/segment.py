@@ -63,19 +63,20 @@ def canonical_resample(
     img = sitk.DICOMOrient(img, "LPS")
     new_sp = (float(spacing_dhw[2]), float(spacing_dhw[1]), float(spacing_dhw[0]))
     old_sp, old_size = img.GetSpacing(), img.GetSize()
-    if antialias and not is_label:
-        img = _block_mean(img, new_sp)
-        old_sp, old_size = img.GetSpacing(), img.GetSize()
     size = [max(1, int(math.floor(old_size[i] * old_sp[i] / new_sp[i]))) for i in range(3)]
-    # Centre the new grid on the old one so that neither edge is favoured.
+    # Centre the new grid on the old one so that neither edge is favoured. The grid depends only on the input
+    # grid and the spacing (never on anti-aliasing), so a CT and its label map land on the same grid.
     direction = np.array(img.GetDirection()).reshape(3, 3)
     old_extent = np.array([(old_size[i] - 1) * old_sp[i] for i in range(3)])
     new_extent = np.array([(size[i] - 1) * new_sp[i] for i in range(3)])
     origin = np.array(img.GetOrigin()) + direction @ ((old_extent - new_extent) / 2.0)
+    if antialias and not is_label:
+        img = _block_mean(img, new_sp)
     out = sitk.Resample(
         img, size, sitk.Transform(), sitk.sitkNearestNeighbor if is_label else sitk.sitkLinear,
         tuple(origin), new_sp, img.GetDirection(), 0.0 if is_label else fill,
         sitk.sitkUInt8 if is_label else sitk.sitkFloat32,
+        bool(antialias and not is_label),   # the block grid ends up to half a block inside: extend its edge
     )
     return from_sitk(out, vol.meta)
 
