@@ -99,6 +99,10 @@ def sample_scan(rng: np.random.Generator, patient: PatientParams, full_size: boo
         spacing = float(rng.choice([0.625, 1.0, 1.25, 2.0, 2.5, 3.0, 5.0], p=[0.1, 0.25, 0.15, 0.1, 0.15, 0.15, 0.1]))
         spacing = max(spacing, (hi - lo) / 450.0)
         thickness = float(rng.choice([spacing, spacing * 1.25, max(spacing, 1.25)]))
+        if not varied:   # the routine thin-slice pelvis: 1 mm slices over at least 305 mm (the benchmark study)
+            spacing = thickness = 1.0
+            if hi - lo < 305.0:
+                lo, hi = lo - (305.0 - (hi - lo)) / 2.0, hi + (305.0 - (hi - lo)) / 2.0
         native_noise = rng.uniform(9.0, 22.0) * (3.0 if is_sharp else 1.0) * (0.7 if iterative else 1.0)
         noise = native_noise * (1.0 / max(thickness, 0.625)) ** 0.5 * s ** 1.5
         noise = _clip(noise, 6.0, 160.0)
