@@ -271,7 +271,7 @@ def app_runs(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> dict
     root = tmp_path_factory.mktemp("mf_app")
     manifest = generate_cohort(root / "cohort", n=1, seed=424242, classes=["chordoma"], no_tumour_fraction=0.0)
     classic = manifest.parent / _row(manifest)["dicom_dir"]
-    files = sorted(classic.rglob("*.dcm")) or sorted(p for p in classic.rglob("*") if p.is_file())
+    files = select_series(scan_folder(classic)).require().files  # the series the application analyses
     inputs = {"classic": classic,
               "legacy": write_legacy_enhanced_ct(files, root / "legacy" / "ct.dcm").parent,
               "enhanced": write_enhanced_ct(files, root / "enhanced" / "ct.dcm", seed=11).parent}
@@ -294,6 +294,7 @@ def test_app_gives_the_classic_findings(app_runs: dict, form: str) -> None:
     assert b["series_instance_uid"] == mf.SeriesInstanceUID != a["series_instance_uid"]
     assert b["study_instance_uid"] == a["study_instance_uid"]
     assert not any("contrast" in w_ for w_ in b["warnings"])
+    assert "series selection: selected CT series: " in run.stderr and "; multi-frame object" in run.stderr
     # the SEG of the multi-frame run equals the classic run's SEG voxel for voxel (read by source frame / file)
     loaded = load_volume(_only_series(folder))
     seg = hd.seg.segread(run.output_dir / b["outputs"]["seg"])
