@@ -4,8 +4,8 @@ The label map is on the grid of the CT series it was computed from: ``labels[d, 
 index of ``source_datasets[d]`` (the slices sorted along the volume's d axis, see ``core/volume.py``),
 ``h`` the DICOM row and ``w`` the DICOM column. For a multi-frame source (one Enhanced or Legacy Converted
 Enhanced CT instance), ``source_frames[d]`` names its frame(s) at slice ``d`` instead; the SEG then has one
-frame per source frame and its derivation references carry the source frame numbers. Label value ``n`` is the segment whose metadata entry has
-``"value": n``; 0 is background.
+frame per source frame and its derivation references carry the source frame numbers. Label value ``n`` is
+the segment whose metadata entry has ``"value": n``; 0 is background.
 
 Only the non-empty segments are written, numbered 1..K in increasing order of their label value (DICOM
 requires consecutive segment numbers); the mapping label value -> segment number is returned with the

@@ -389,7 +389,8 @@ def write_enhanced_ct(
             item.PlaneOrientationSequence = [_item(ImageOrientationPatient=list(src.ImageOrientationPatient))]
         if rescale_per_frame:
             shift = 10 * (f % 3)
-            assert (float(src.get("RescaleSlope", 1.0)), float(src.get("RescaleIntercept", 0.0))) == (slope0, intercept0)
+            rescale = (float(src.get("RescaleSlope", 1.0)), float(src.get("RescaleIntercept", 0.0)))
+            assert rescale == (slope0, intercept0), "per-frame rescale needs one rescale in the classic series"
             stored = stored + shift
             item.PixelValueTransformationSequence = [_item(RescaleSlope=slope0,
                                                            RescaleIntercept=intercept0 - shift * slope0,
