@@ -20,10 +20,16 @@ stored value x RescaleSlope + RescaleIntercept per slice, in float32.
 Volumes follow ``core.volume``: ``array`` D-H-W float32 HU, ``affine`` (d, h, w, 1) -> LPS mm, ``d`` along
 ``cross(row_dir, col_dir)`` of ImageOrientationPatient, i.e. towards the head for a standard axial series.
 
-Enhanced (multi-frame) CT is deliberately **rejected** (selection reason / ``InputError`` code
-``enhanced_ct_unsupported``): per-frame functional groups (plane position, orientation, pixel measures,
-rescale per frame) would need a second geometry path that the validated pipeline never sees; sites export
-classic CT Image Storage by default, and the reason tells the user to do so.
+Enhanced CT (1.2.840.10008.5.1.4.1.1.2.1) and Legacy Converted Enhanced CT (1.2.840.10008.5.1.4.1.1.2.2):
+one multi-frame instance whose frames are the slices. Each frame's position, orientation, pixel spacing and
+rescale come from its Per-Frame Functional Groups, else the Shared Functional Groups, else the top level
+(PS3.3 C.7.6.16; :func:`functional_group_value`); the frames then go through the *same* sorting and geometry
+checks as the files of a classic series (same ``InputError`` codes and reasons), and pydicom decodes them
+one at a time, straight into the volume, after the checks. The scan flattens the first frame's
+functional-group values (orientation, thickness, kernel, contrast agent) into the reduced header, so that
+series selection applies the same rules to both forms. A series split over several multi-frame objects
+(concatenations) is refused (``multiframe_split``). Derived objects reference the one source instance and
+its frame numbers (:attr:`LoadedSeries.source_frames`).
 
 Anonymised files with an empty SeriesInstanceUID (seen in real vendor exports) are grouped by a synthetic key
 (study, frame of reference, series number and description, modality, SOP class, image size); empty
@@ -47,7 +53,7 @@ from typing import Any
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.pixels import pixel_array
+from pydicom.pixels import iter_pixels, pixel_array
 from pydicom.uid import UID
 
 from core.volume import Volume, affine_from_dicom
@@ -62,7 +68,7 @@ LEGACY_ENHANCED_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2.2"
 DEFAULT_RULES: dict[str, Any] = {
     # hard criteria: a series failing any of them is rejected with the reason
     "modalities": ["CT"],
-    "sop_class_uids": [CT_IMAGE_STORAGE],
+    "sop_class_uids": [CT_IMAGE_STORAGE, ENHANCED_CT_IMAGE_STORAGE, LEGACY_ENHANCED_CT_IMAGE_STORAGE],
     "image_type_required": ["ORIGINAL", "PRIMARY"],
     "image_type_forbidden": ["LOCALIZER"],
     "orientation": "axial",               # axial | coronal | sagittal | any
@@ -186,7 +192,54 @@ _SCAN_TAGS = [
     "ContrastBolusIngredient", "ImageOrientationPatient", "ImagePositionPatient", "ConvolutionKernel",
     "NumberOfFrames", "Rows", "Columns", "PixelSpacing", "FrameOfReferenceUID", "BitsAllocated",
     "SamplesPerPixel", "PixelRepresentation", "AcquisitionNumber", "BodyPartExamined",
+    # multi-frame (Enhanced / Legacy Converted Enhanced CT): geometry, kernel, thickness and contrast live here
+    "SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence", "ContrastBolusAgentSequence",
 ]
+
+#: Top-level attributes that :func:`_flatten_functional_groups` fills from frame 1's functional groups.
+_FLATTENED = ("ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing", "SliceThickness",
+              "ConvolutionKernel")
+
+
+def functional_group_value(ds: Dataset, keyword: str, frame_index: int = 0) -> Any:
+    """Value of ``keyword`` for one frame of a multi-frame image (``frame_index`` 0-based), else None.
+
+    Looked up, as PS3.3 C.7.6.16 defines, in the frame's item of PerFrameFunctionalGroupsSequence, then in
+    SharedFunctionalGroupsSequence, each searched through its functional-group macros (e.g. ImagePositionPatient
+    in PlanePositionSequence, RescaleSlope in PixelValueTransformationSequence, ConvolutionKernel in
+    CTReconstructionSequence or a Legacy Converted object's Unassigned ... Converted Attributes Sequence); then
+    at the top level (single-frame images, and attributes that stay there).
+    """
+    groups: list[Dataset] = []
+    per = ds.get("PerFrameFunctionalGroupsSequence")
+    if per is not None and 0 <= frame_index < len(per):
+        groups.append(per[frame_index])
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    if shared:
+        groups.append(shared[0])
+    for group in groups:
+        for elem in group:
+            if elem.VR == "SQ" and elem.value and keyword in elem.value[0]:
+                return elem.value[0][keyword].value
+    return ds.get(keyword)
+
+
+def _flatten_functional_groups(ds: Dataset) -> None:
+    """In a (reduced, scan-only) multi-frame header: copy frame 1's geometry, thickness and kernel to the top
+    level, record a coded contrast agent as ContrastBolusAgent, and drop the functional-group sequences."""
+    for kw in _FLATTENED:
+        if kw not in ds or ds[kw].value in (None, ""):
+            value = functional_group_value(ds, kw, 0)
+            if value is not None:
+                setattr(ds, kw, value)
+    if not _str(ds.get("ContrastBolusAgent")):
+        agents = [_str(item.get("CodeMeaning")) or _str(item.get("CodeValue")) or "AGENT"
+                  for item in ds.get("ContrastBolusAgentSequence") or []]
+        if agents:
+            ds.ContrastBolusAgent = "/".join(agents)[:64]
+    for kw in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence", "ContrastBolusAgentSequence"):
+        if kw in ds:
+            del ds[kw]
 
 
 def _str(v: Any) -> str:
@@ -377,6 +430,8 @@ def scan_folder(root: Path | str) -> StudyScan:
         if not _sop_class(ds) and "Modality" not in ds:
             (unreadable if preamble else non_dicom).append(p)
             continue
+        if "SharedFunctionalGroupsSequence" in ds or "PerFrameFunctionalGroupsSequence" in ds:
+            _flatten_functional_groups(ds)
         groups.setdefault(_group_key(ds), []).append((p, ds))
 
     neg = DEFAULT_RULES["contrast"]["negative_values"]
@@ -424,22 +479,43 @@ class LoadedSeries:
     """The selected series as a volume.
 
     ``volume``: float32 HU, D-H-W, affine (d, h, w, 1) -> LPS mm. ``datasets``: full headers without pixel
-    data, in the same ``d`` order (for SEG/SR references). ``warnings``: one line each, no identifiers.
+    data: for a classic series one per slice, in the same ``d`` order (for SEG/SR references); for a multi-frame
+    series the one instance. ``source_frames``: for a multi-frame series, the 1-based frame numbers of that
+    instance at each ``d`` (one, or more for identical duplicate frames); None for a classic series.
+    ``warnings``: one line each, no identifiers.
     """
 
     volume: Volume
     datasets: list[Dataset]
     warnings: list[str]
+    source_frames: list[list[int]] | None = None
+
+
+@dataclass
+class _Planes:
+    """The image planes of one series before sorting: the files of a classic series, or the frames of one
+    multi-frame instance. Per plane: ``iop`` (N, 6) ImageOrientationPatient, ``ipp`` (N, 3) ImagePositionPatient
+    in LPS mm, ``pixel_spacing`` (N, 2) mm (row spacing, column spacing), ``size`` (rows, columns),
+    ``samples`` SamplesPerPixel, ``rescale`` (slope or None, intercept or None, RescaleType), ``tiebreak``
+    (sort key after the position: SOP Instance UID and path, or the frame number)."""
+
+    iop: np.ndarray
+    ipp: np.ndarray
+    pixel_spacing: np.ndarray
+    size: list[tuple[int, int]]
+    samples: list[int]
+    rescale: list[tuple[float | None, float | None, str]]
+    tiebreak: list[tuple[Any, ...]]
+    headers: list[Dataset]
 
 
 def _fmt(x: float) -> str:
     return f"{x:.3g}"
 
 
-def _vec(ds: Dataset, kw: str, n: int) -> np.ndarray:
-    v = ds.get(kw)
+def _vec(value: Any, kw: str, n: int) -> np.ndarray:
     try:
-        arr = np.asarray([float(x) for x in v], dtype=float)
+        arr = np.asarray([float(x) for x in value], dtype=float)
     except (TypeError, ValueError):
         arr = np.zeros(0)
     if arr.shape != (n,) or not np.all(np.isfinite(arr)):
@@ -447,30 +523,73 @@ def _vec(ds: Dataset, kw: str, n: int) -> np.ndarray:
     return arr
 
 
-def load_volume(series: SeriesInfo, rules: dict[str, Any] | None = None) -> LoadedSeries:
-    """Decode the pixel data of ``series`` into a float32 HU volume (see module docstring for the checks).
-
-    Slices are sorted by ImagePositionPatient projected on ``cross(row_dir, col_dir)``; ``d`` increases along
-    that normal. The slice spacing of the affine is (last - first position) / (slices - 1) in mm.
-    Raises :class:`InputError` for geometry that one affine cannot represent.
-    """
-    vr = merge_rules(rules)["volume"]
-    warnings: list[str] = []
-    if series.multiframe or series.sop_class_uid in (ENHANCED_CT_IMAGE_STORAGE, LEGACY_ENHANCED_CT_IMAGE_STORAGE):
-        raise InputError("enhanced_ct_unsupported",
-                         "Enhanced (multi-frame) CT is not supported: export the series as CT Image Storage")
-    if not series.files:
-        raise InputError("empty_series", "the series has no files")
-
-    # pass 1: full headers, no pixels; all geometry checks before any decoding
+def _classic_planes(series: SeriesInfo) -> _Planes:
+    """One plane per file (full headers, no pixel data read)."""
     headers: list[Dataset] = []
     for f in series.files:
         try:
             headers.append(pydicom.dcmread(f, stop_before_pixels=True))
         except Exception as exc:
             raise InputError("unreadable_file", f"a file of the series cannot be read ({type(exc).__name__})")
+    return _Planes(
+        iop=np.stack([_vec(d.get("ImageOrientationPatient"), "ImageOrientationPatient", 6) for d in headers]),
+        ipp=np.stack([_vec(d.get("ImagePositionPatient"), "ImagePositionPatient", 3) for d in headers]),
+        pixel_spacing=np.stack([_vec(d.get("PixelSpacing"), "PixelSpacing", 2) for d in headers]),
+        size=[(int(d.get("Rows") or 0), int(d.get("Columns") or 0)) for d in headers],
+        samples=[int(d.get("SamplesPerPixel") or 1) for d in headers],
+        rescale=[(_float_or_none(d.get("RescaleSlope")), _float_or_none(d.get("RescaleIntercept")),
+                  _str(d.get("RescaleType")).upper()) for d in headers],
+        tiebreak=[(_str(d.get("SOPInstanceUID")), str(f)) for d, f in zip(headers, series.files)],
+        headers=headers,
+    )
 
-    iops = np.stack([_vec(d, "ImageOrientationPatient", 6) for d in headers])
+
+def _multiframe_planes(series: SeriesInfo) -> _Planes:
+    """One plane per frame of the series' single multi-frame instance, from its functional groups."""
+    if len(series.files) != 1:
+        raise InputError("multiframe_split", f"the multi-frame series is split over {len(series.files)} objects "
+                         "(concatenation): not supported, export it as one object or as CT Image Storage")
+    try:
+        ds = pydicom.dcmread(series.files[0], stop_before_pixels=True)
+    except Exception as exc:
+        raise InputError("unreadable_file", f"a file of the series cannot be read ({type(exc).__name__})")
+    n = int(_float_or_none(ds.get("NumberOfFrames")) or 1)
+    fg = [{kw: functional_group_value(ds, kw, i) for kw in (
+        "ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing", "RescaleSlope", "RescaleIntercept",
+        "RescaleType")} for i in range(n)]
+    size = (int(ds.get("Rows") or 0), int(ds.get("Columns") or 0))
+    return _Planes(
+        iop=np.stack([_vec(v["ImageOrientationPatient"], "ImageOrientationPatient", 6) for v in fg]),
+        ipp=np.stack([_vec(v["ImagePositionPatient"], "ImagePositionPatient", 3) for v in fg]),
+        pixel_spacing=np.stack([_vec(v["PixelSpacing"], "PixelSpacing", 2) for v in fg]),
+        size=[size] * n,
+        samples=[int(ds.get("SamplesPerPixel") or 1)] * n,
+        rescale=[(_float_or_none(v["RescaleSlope"]), _float_or_none(v["RescaleIntercept"]),
+                  _str(v["RescaleType"]).upper()) for v in fg],
+        tiebreak=[(i,) for i in range(n)],
+        headers=[ds],
+    )
+
+
+def load_volume(series: SeriesInfo, rules: dict[str, Any] | None = None) -> LoadedSeries:
+    """Decode the pixel data of ``series`` into a float32 HU volume (see module docstring for the checks).
+
+    Image planes (the files of a classic series, the frames of an Enhanced / Legacy Converted Enhanced CT
+    instance) are sorted by ImagePositionPatient projected on ``cross(row_dir, col_dir)``; ``d`` increases along
+    that normal. The slice spacing of the affine is (last - first position) / (slices - 1) in mm. All
+    geometry is checked from the headers before any pixel data is decoded.
+    Raises :class:`InputError` for geometry that one affine cannot represent.
+    """
+    vr = merge_rules(rules)["volume"]
+    warnings: list[str] = []
+    if not series.files:
+        raise InputError("empty_series", "the series has no files")
+    multiframe = series.multiframe or series.sop_class_uid in (ENHANCED_CT_IMAGE_STORAGE,
+                                                               LEGACY_ENHANCED_CT_IMAGE_STORAGE)
+
+    # pass 1: full headers, no pixels; all geometry checks before any decoding
+    planes = _multiframe_planes(series) if multiframe else _classic_planes(series)
+    iops = planes.iop
     if np.max(np.abs(iops - iops[0])) > vr["orientation_tolerance"]:
         raise InputError("inconsistent_orientation", "slices of the series have different ImageOrientationPatient")
     row, col = iops[0, :3], iops[0, 3:]
@@ -480,25 +599,23 @@ def load_volume(series: SeriesInfo, rules: dict[str, Any] | None = None) -> Load
     normal = np.cross(row, col)
     normal /= np.linalg.norm(normal)
 
-    sizes = {(int(d.get("Rows") or 0), int(d.get("Columns") or 0)) for d in headers}
+    sizes = set(planes.size)
     if len(sizes) != 1:
         raise InputError("inconsistent_dimensions", f"slices have different sizes: {sorted(sizes)}")
     rows, cols = sizes.pop()
     if rows < 1 or cols < 1:
         raise InputError("missing_geometry", "slices have no Rows/Columns")
-    ps = np.stack([_vec(d, "PixelSpacing", 2) for d in headers])
+    ps = planes.pixel_spacing
     if np.max(np.abs(ps - ps[0])) > vr["pixel_spacing_tolerance_mm"]:
         raise InputError("inconsistent_pixel_spacing", "slices of the series have different PixelSpacing")
     if np.any(ps[0] <= 0):
         raise InputError("missing_geometry", "PixelSpacing is not positive")
-    for d in headers:
-        if int(d.get("SamplesPerPixel") or 1) != 1:
-            raise InputError("not_greyscale", "the series is not greyscale (SamplesPerPixel != 1)")
+    if any(s != 1 for s in planes.samples):
+        raise InputError("not_greyscale", "the series is not greyscale (SamplesPerPixel != 1)")
 
-    ipp = np.stack([_vec(d, "ImagePositionPatient", 3) for d in headers])
+    ipp = planes.ipp
     proj = ipp @ normal
-    sop_uids = [_str(d.get("SOPInstanceUID")) for d in headers]
-    order = sorted(range(len(headers)), key=lambda i: (proj[i], sop_uids[i], str(series.files[i])))
+    order = sorted(range(len(proj)), key=lambda i: (proj[i], *planes.tiebreak[i]))
 
     # group coincident positions (duplicates)
     slots: list[list[int]] = []
@@ -540,39 +657,44 @@ def load_volume(series: SeriesInfo, rules: dict[str, Any] | None = None) -> Load
                          f"{_fmt(float(diffs.max()))} mm")
     spacing = span / (n - 1)
 
-    # pass 2: decode pixels in d order, straight into the float32 volume
+    # pass 2: decode pixels, straight into the float32 volume (one plane at a time)
     vol = np.empty((n, rows, cols), dtype=np.float32)
+    slot_of = {i: k for k, members in enumerate(slots) for i in members}
+    filled = np.zeros(n, dtype=bool)
     missing_rescale = False
     n_dropped = 0
-    for k, members in enumerate(slots):
-        first_hu: np.ndarray | None = None
-        for i in members:
-            hu, no_rescale = _decode_hu(series.files[i], headers[i], rows, cols)
-            missing_rescale |= no_rescale
-            if first_hu is None:
-                first_hu = hu
-                vol[k] = hu
-            elif np.array_equal(hu, first_hu):
-                n_dropped += 1
-            else:
-                raise InputError("conflicting_duplicates",
-                                 f"two slices at the same position ({_fmt(float(proj[i]))} mm along the normal) "
-                                 "have different pixel data")
+    planes_in_order = [i for members in slots for i in members]
+    decoded = _decode_frames(series.files[0], planes, sorted(planes_in_order), rows, cols) if multiframe else \
+        ((i, _decode_file(series.files[i], planes.headers[i], rows, cols)) for i in planes_in_order)
+    for i, stored in decoded:
+        hu, no_rescale = _to_hu(stored, planes.rescale[i])
+        missing_rescale |= no_rescale
+        k = slot_of[i]
+        if not filled[k]:
+            vol[k] = hu
+            filled[k] = True
+        elif np.array_equal(hu, vol[k]):
+            n_dropped += 1
+        else:
+            raise InputError("conflicting_duplicates",
+                             f"two slices at the same position ({_fmt(float(proj[i]))} mm along the normal) "
+                             "have different pixel data")
     if n_dropped:
         warnings.append(f"{n_dropped} duplicate slice(s) with identical pixel data dropped")
     if missing_rescale:
         warnings.append("RescaleSlope/RescaleIntercept absent: stored values taken as HU")
-    rtypes = {_str(headers[i].get("RescaleType")).upper() for i in firsts} - {"", "HU"}
+    rtypes = {planes.rescale[i][2] for i in firsts} - {"", "HU"}
     if rtypes:
         warnings.append(f"RescaleType {'/'.join(sorted(rtypes))} instead of HU")
 
-    datasets = [headers[i] for i in firsts]
-    for i, d in zip(firsts, datasets):  # fill empty SOP UIDs from the file meta (identical by definition)
+    datasets = planes.headers if multiframe else [planes.headers[i] for i in firsts]
+    for d in datasets:  # fill empty SOP UIDs from the file meta (identical by definition)
         fm = getattr(d, "file_meta", None)
         if not _str(d.get("SOPClassUID")) and fm is not None and fm.get("MediaStorageSOPClassUID"):
             d.SOPClassUID = fm.MediaStorageSOPClassUID
         if not _str(d.get("SOPInstanceUID")) and fm is not None and fm.get("MediaStorageSOPInstanceUID"):
             d.SOPInstanceUID = fm.MediaStorageSOPInstanceUID
+    source_frames = [[i + 1 for i in members] for members in slots] if multiframe else None
 
     affine = affine_from_dicom(u_ipp[0], row, col, normal, (float(ps[0, 0]), float(ps[0, 1])), spacing)
     meta = {
@@ -581,6 +703,8 @@ def load_volume(series: SeriesInfo, rules: dict[str, Any] | None = None) -> Load
         "series_key": series.key,
         "frame_of_reference_uid": _str(datasets[0].get("FrameOfReferenceUID")),
         "sop_instance_uids": [_str(d.get("SOPInstanceUID")) for d in datasets],
+        "source_frame_numbers": [f[0] for f in source_frames] if source_frames else None,
+        "multiframe": multiframe,
         "modality": series.modality,
         "slice_thickness_mm": series.slice_thickness_mm,
         "slice_spacing_mm": spacing,
@@ -590,27 +714,52 @@ def load_volume(series: SeriesInfo, rules: dict[str, Any] | None = None) -> Load
         "units": "HU",
         "warnings": list(warnings),
     }
-    log.info("loaded series: %d slices %dx%d, spacing %.3g mm, %d warning(s)", n, rows, cols, spacing,
-             len(warnings))
-    return LoadedSeries(volume=Volume(vol, affine, meta), datasets=datasets, warnings=warnings)
+    log.info("loaded %s series: %d slices %dx%d, spacing %.3g mm, %d warning(s)",
+             "multi-frame" if multiframe else "single-frame", n, rows, cols, spacing, len(warnings))
+    return LoadedSeries(volume=Volume(vol, affine, meta), datasets=datasets, warnings=warnings,
+                        source_frames=source_frames)
 
 
-def _decode_hu(path: Path, header: Dataset, rows: int, cols: int) -> tuple[np.ndarray, bool]:
-    """One slice in HU (float32, H-W) and whether the rescale attributes were absent."""
+def _decode_error(header: Dataset, exc: Exception) -> InputError:
+    ts = getattr(getattr(header, "file_meta", None), "TransferSyntaxUID", None)
+    name = UID(ts).name if ts else "unknown transfer syntax"
+    return InputError("decode_failed", f"cannot decode pixel data ({name}): {type(exc).__name__}")
+
+
+def _decode_file(path: Path, header: Dataset, rows: int, cols: int) -> np.ndarray:
+    """The stored values of one single-frame file (H-W)."""
     try:
         arr = pixel_array(path)
     except Exception as exc:
-        ts = getattr(getattr(header, "file_meta", None), "TransferSyntaxUID", None)
-        name = UID(ts).name if ts else "unknown transfer syntax"
-        raise InputError("decode_failed", f"cannot decode pixel data ({name}): {type(exc).__name__}")
+        raise _decode_error(header, exc)
     if arr.shape != (rows, cols):
         raise InputError("inconsistent_dimensions", f"decoded slice is {arr.shape}, header says {(rows, cols)}")
-    slope = _float_or_none(header.get("RescaleSlope"))
-    inter = _float_or_none(header.get("RescaleIntercept"))
+    return arr
+
+
+def _decode_frames(path: Path, planes: _Planes, indices: list[int], rows: int, cols: int
+                   ) -> Any:
+    """Yield (frame index, stored values H-W) for the 0-based ``indices`` (increasing) of a multi-frame file;
+    pydicom reads and decodes only those frames, one at a time."""
+    try:
+        for i, arr in zip(indices, iter_pixels(path, indices=indices)):
+            if arr.shape != (rows, cols):
+                raise InputError("inconsistent_dimensions",
+                                 f"decoded frame is {arr.shape}, header says {(rows, cols)}")
+            yield i, arr
+    except InputError:
+        raise
+    except Exception as exc:
+        raise _decode_error(planes.headers[0], exc)
+
+
+def _to_hu(stored: np.ndarray, rescale: tuple[float | None, float | None, str]) -> tuple[np.ndarray, bool]:
+    """One plane in HU (float32, H-W) = stored x slope + intercept, and whether slope/intercept were absent."""
+    slope, inter, _ = rescale
     missing = slope is None or inter is None
     slope = 1.0 if slope is None or slope == 0 else slope
     inter = 0.0 if inter is None else inter
-    hu = arr.astype(np.float32)
+    hu = stored.astype(np.float32)
     if slope != 1.0:
         hu *= np.float32(slope)
     if inter != 0.0:

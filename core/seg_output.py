@@ -2,8 +2,10 @@
 
 The label map is on the grid of the CT series it was computed from: ``labels[d, h, w]`` with ``d`` the
 index of ``source_datasets[d]`` (the slices sorted along the volume's d axis, see ``core/volume.py``),
-``h`` the DICOM row and ``w`` the DICOM column. Label value ``n`` is the segment whose metadata entry has
-``"value": n``; 0 is background.
+``h`` the DICOM row and ``w`` the DICOM column. For a multi-frame source (one Enhanced or Legacy Converted
+Enhanced CT instance), ``source_frames[d]`` names its frame(s) at slice ``d`` instead; the SEG then has one
+frame per source frame and its derivation references carry the source frame numbers. Label value ``n`` is
+the segment whose metadata entry has ``"value": n``; 0 is background.
 
 Only the non-empty segments are written, numbered 1..K in increasing order of their label value (DICOM
 requires consecutive segment numbers); the mapping label value -> segment number is returned with the
@@ -98,6 +100,7 @@ def build_seg(
     device_serial_number: str = "0",
     series_instance_uid: str | None = None,
     sop_instance_uid: str | None = None,
+    source_frames: Sequence[Sequence[int]] | None = None,
 ) -> hd.seg.Segmentation:
     """BINARY DICOM SEG of a label map, only non-empty segments, empty frames omitted.
 
@@ -111,6 +114,10 @@ def build_seg(
             ``laterality`` / ``anatomic_region`` (each a dict with ``scheme``, ``value``, ``meaning``).
         algorithm_name, algorithm_version: recorded as the segmentation algorithm (family
             Artificial Intelligence, type AUTOMATIC).
+        source_frames: only for a multi-frame source: ``source_datasets`` is then that one instance and
+            ``source_frames[d]`` lists the 1-based frame number(s) of it at slice ``d`` (more than one only
+            for identical duplicate frames); every frame must be listed once
+            (``core.dicom_input.LoadedSeries.source_frames``).
 
     Returns:
         the Segmentation. ``segment_number_map(seg)`` gives segment label -> SEG segment number (the
@@ -130,9 +137,11 @@ def build_seg(
     if labels.dtype.kind == "i" and labels.size and int(labels.min()) < 0:
         raise ValueError("labels must not be negative")
     rows, cols = int(source_datasets[0].Rows), int(source_datasets[0].Columns)
-    if labels.shape != (len(source_datasets), rows, cols):
-        raise ValueError(
-            f"labels shape {labels.shape} does not match the series ({len(source_datasets)}, {rows}, {cols})")
+    n_slices = len(source_datasets) if source_frames is None else len(source_frames)
+    if labels.shape != (n_slices, rows, cols):
+        raise ValueError(f"labels shape {labels.shape} does not match the series ({n_slices}, {rows}, {cols})")
+    if source_frames is not None:
+        labels = _in_frame_order(labels, source_datasets, source_frames)
     series_uids = {str(ds.SeriesInstanceUID) for ds in source_datasets}
     if len(series_uids) != 1:
         raise ValueError(f"source datasets come from {len(series_uids)} series, expected one")
@@ -187,6 +196,23 @@ def build_seg(
     log.info("SEG built: %d segments (label values %s), %d frames", len(present), present,
              int(seg.NumberOfFrames))
     return seg
+
+
+def _in_frame_order(labels: np.ndarray, source_datasets: Sequence[pydicom.Dataset],
+                    source_frames: Sequence[Sequence[int]]) -> np.ndarray:
+    """The D-H-W label map re-indexed to the frames of one multi-frame source: (NumberOfFrames, H, W)."""
+    if len(source_datasets) != 1:
+        raise ValueError("source_frames needs exactly one multi-frame source instance")
+    n_frames = int(source_datasets[0].get("NumberOfFrames") or 1)
+    slice_of = np.full(n_frames, -1, dtype=np.int64)
+    for d, frames in enumerate(source_frames):
+        for f in frames:
+            if not 1 <= int(f) <= n_frames or slice_of[int(f) - 1] >= 0:
+                raise ValueError(f"source frame {f} is out of range (1..{n_frames}) or listed twice")
+            slice_of[int(f) - 1] = d
+    if (slice_of < 0).any():
+        raise ValueError(f"{int((slice_of < 0).sum())} source frame(s) have no slice")
+    return labels[slice_of]
 
 
 def label_value_map(seg: pydicom.Dataset, segments: Sequence[Mapping[str, Any]]) -> dict[int, int]:

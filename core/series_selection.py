@@ -2,15 +2,20 @@
 
 Rules (``app.yaml`` ``series_selection:``, defaults :data:`core.dicom_input.DEFAULT_RULES`):
 
-1. hard criteria, each failure is a rejection reason: modality (CT), SOP class (CT Image Storage; Enhanced CT
-   is rejected, see ``core.dicom_input``), ImageType contains ORIGINAL and PRIMARY and not LOCALIZER,
-   orientation (axial within 10 degrees), slice thickness within [0.5, 6] mm, slice count within [20, 2000];
+1. hard criteria, each failure is a rejection reason: modality (CT), SOP class (CT Image Storage, Enhanced CT,
+   Legacy Converted Enhanced CT; a multi-frame series must be one object, see ``core.dicom_input``), ImageType
+   contains ORIGINAL and PRIMARY and not LOCALIZER, orientation (axial within 10 degrees), slice thickness
+   within [0.5, 6] mm, slice (frame) count within [20, 2000]; for multi-frame objects these are read from the
+   first frame's functional groups;
 2. contrast: with policy ``avoid`` a contrast-enhanced series (non-empty ContrastBolusAgent/Route/Ingredient
    other than "NONE"-like values) is used only when no noncontrast series qualifies, with the warning
    ``series is contrast-enhanced: outside the validated use``; ``reject`` never uses one; ``allow`` ignores it;
 3. preferences among the remaining series, in order: kernel class (soft-tissue/standard before unknown before
-   bone/sharp, configurable), slice thickness inside the preferred range, thinner, more slices; ties are
-   broken by study UID, series number and key so that the choice never depends on file order.
+   bone/sharp, configurable), slice thickness inside the preferred range, thinner, more slices, classic CT
+   Image Storage before multi-frame; ties are broken by study UID, series number and key so that the choice
+   never depends on file order. A classic and a multi-frame copy of the same acquisition (same study, frame
+   of reference, image size, slice count, thickness, kernel and contrast) therefore give the classic copy;
+   the other is named in ``rejected`` and the log as that copy.
 
 Several studies in one input: the best qualifying series over all studies is taken and a warning says how
 many other studies were ignored. Other modalities, non-image objects and non-DICOM files are ignored.
@@ -18,6 +23,7 @@ All reasons and warnings are single lines without identifiers (no UIDs, names, p
 """
 from __future__ import annotations
 
+import logging
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -31,6 +37,9 @@ from core.dicom_input import (
 )
 
 CONTRAST_WARNING = "series is contrast-enhanced: outside the validated use"
+MULTIFRAME_SOP_CLASSES = (ENHANCED_CT_IMAGE_STORAGE, LEGACY_ENHANCED_CT_IMAGE_STORAGE)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -79,12 +88,13 @@ def _rejections(s: SeriesInfo, rules: dict[str, Any]) -> list[str]:
     """Reasons why a series of an accepted modality fails the hard criteria (empty: it qualifies)."""
     out: list[str] = []
     allowed_sop = rules["sop_class_uids"]
-    if s.sop_class_uid in (ENHANCED_CT_IMAGE_STORAGE, LEGACY_ENHANCED_CT_IMAGE_STORAGE) and \
-            s.sop_class_uid not in allowed_sop:
-        out.append("Enhanced (multi-frame) CT not supported: export as CT Image Storage")
+    if s.sop_class_uid in MULTIFRAME_SOP_CLASSES and s.sop_class_uid not in allowed_sop:
+        out.append("Enhanced (multi-frame) CT not accepted by the configuration (series_selection.sop_class_uids)")
     elif s.sop_class_uid not in allowed_sop:
         name = UID(s.sop_class_uid).name if s.sop_class_uid else "none"
         out.append(f"SOP class {name} not accepted")
+    elif s.multiframe and s.n_files > 1:
+        out.append(f"multi-frame series split over {s.n_files} objects (concatenation) not supported")
     it = set(s.image_type)
     forbidden = [x for x in rules["image_type_forbidden"] if x.upper() in it]
     if "LOCALIZER" in forbidden:
@@ -124,8 +134,24 @@ def _rank_key(s: SeriesInfo, rules: dict[str, Any]) -> tuple:
     lo, hi = rules["preferred_slice_thickness_mm"]
     t = s.slice_thickness_mm
     in_range = 0 if t is not None and lo <= t <= hi else 1
-    return (k_rank, in_range, t if t is not None else float("inf"), -s.n_slices,
+    return (k_rank, in_range, t if t is not None else float("inf"), -s.n_slices, int(s.multiframe),
             s.study_instance_uid, s.series_number if s.series_number is not None else 1 << 30, s.key)
+
+
+def _form(s: SeriesInfo) -> str:
+    return "Enhanced (multi-frame) CT" if s.multiframe else "classic CT Image Storage"
+
+
+def same_acquisition(a: SeriesInfo, b: SeriesInfo, rules: dict[str, Any]) -> bool:
+    """True when two series look like one acquisition stored twice, once classic and once multi-frame: same
+    study and frame of reference (both present), image size, slice count, thickness, kernel and contrast
+    (headers only; e.g. a Legacy Converted Enhanced CT made from the classic series)."""
+    def key(s: SeriesInfo) -> tuple:
+        return (s.study_instance_uid, str(s.header.get("FrameOfReferenceUID") or "").strip(),
+                str(s.header.get("Rows")), str(s.header.get("Columns")), s.n_slices, s.slice_thickness_mm,
+                s.convolution_kernel.strip().upper(), _contrast(s, rules))
+    ka, kb = key(a), key(b)
+    return a.multiframe != b.multiframe and bool(ka[1]) and ka == kb
 
 
 def _plural(n: int, word: str, plural: str | None = None) -> str:
@@ -186,8 +212,15 @@ def select_series(scan: StudyScan, rules: dict[str, Any] | None = None) -> Selec
             candidates = plain
     ranked = sorted(candidates, key=lambda s: _rank_key(s, rules))
     best = ranked[0]
+    copies = 0
     for s in ranked[1:]:
-        rejected[s.key] = "qualifies; ranked below the selected series"
+        if same_acquisition(s, best, rules):
+            copies += 1
+            rejected[s.key] = (f"same acquisition as the selected series, stored as {_form(s)}: "
+                               f"the {_form(best)} copy is used")
+            log.info("series selection: %s", rejected[s.key])
+        else:
+            rejected[s.key] = "qualifies; ranked below the selected series"
     contrast = _contrast(best, rules)
     if contrast and rules["contrast"]["policy"] != "allow":
         warnings.append(CONTRAST_WARNING)
@@ -199,7 +232,12 @@ def select_series(scan: StudyScan, rules: dict[str, Any] | None = None) -> Selec
               f"{kernel_class(best.convolution_kernel, rules)} kernel, "
               f"{'contrast-enhanced' if contrast else 'noncontrast'} "
               f"({_plural(len(qualifying), 'qualifying series', 'qualifying series')})")
+    if best.multiframe:
+        reason += "; multi-frame object"
+    if copies:
+        reason += f"; {_plural(copies, 'copy', 'copies')} of the same acquisition in another form not used"
+    log.info("series selection: %s", reason)
     return Selection(best, reason, warnings, rejected)
 
 
-__all__ = ["CONTRAST_WARNING", "CT_IMAGE_STORAGE", "Selection", "kernel_class", "select_series"]
+__all__ = ["CONTRAST_WARNING", "CT_IMAGE_STORAGE", "Selection", "kernel_class", "same_acquisition", "select_series"]

@@ -36,7 +36,8 @@ class DicomSegWriterOperator(StageOperator):
                     if int(lab["value"]) > 0]
         app = state.config["application"]
         seg = build_seg(state.loaded.datasets, np.ascontiguousarray(state.labels.array), segments,
-                        algorithm_name=app["title"], algorithm_version=str(app["version"]))
+                        algorithm_name=app["title"], algorithm_version=str(app["version"]),
+                        source_frames=state.loaded.source_frames)
         state.segment_numbers = segment_number_map(seg, segments)
         path = state.staging() / SEG_FILE
         seg.save_as(path)

@@ -6,17 +6,19 @@ enough that a wrong sort, flip or rescale changes the values.
 """
 from __future__ import annotations
 
+import copy
 import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import (
-    UID, ComprehensiveSRStorage, CTImageStorage, ExplicitVRBigEndian, ExplicitVRLittleEndian, JPEGLosslessSV1,
-    MRImageStorage, SegmentationStorage, generate_uid,
+    UID, ComprehensiveSRStorage, CTImageStorage, EnhancedCTImageStorage, ExplicitVRBigEndian, ExplicitVRLittleEndian,
+    JPEGLosslessSV1, MRImageStorage, SegmentationStorage, generate_uid,
 )
 
 COMPRESSED = {"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.5",
@@ -275,3 +277,148 @@ def corrupt_header(path: Path) -> None:
     data = bytearray(Path(path).read_bytes())
     data[132:400] = bytes([0xFF, 0xFE, 0x13, 0x77] * 67)
     Path(path).write_bytes(bytes(data))
+
+
+#: Attributes of a classic slice that belong to one frame (functional groups) or that the multi-frame
+#: object sets itself; everything else at the top level of the first slice is copied to the multi-frame object.
+_PER_SLICE = {
+    "SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID", "InstanceNumber", "ImageType", "ImagePositionPatient",
+    "ImageOrientationPatient", "PixelSpacing", "SliceThickness", "SliceLocation", "RescaleSlope",
+    "RescaleIntercept", "RescaleType", "WindowCenter", "WindowWidth", "ConvolutionKernel", "ContrastBolusAgent",
+    "ContrastBolusRoute", "ContrastBolusIngredient", "PixelData", "SpacingBetweenSlices",
+}
+
+
+def _item(**attrs) -> Dataset:
+    ds = Dataset()
+    for k, v in attrs.items():
+        setattr(ds, k, v)
+    return ds
+
+
+def write_enhanced_ct(
+    sources: Sequence[Path], path: Path, *, seed: int = 0, rescale_per_frame: bool = True,
+    orientation_per_frame: bool = False, transfer_syntax: str = ExplicitVRLittleEndian,
+    series_uid: str | None = None, series_number: int = 7,
+) -> Path:
+    """Write the slices of a classic series (``sources``) as ONE true Enhanced CT Image Storage object, built
+    with pydicom: per-frame Plane Position and Pixel Value Transformation (rescale) functional groups, shared
+    Plane Orientation (or per frame), Pixel Measures, CT Reconstruction (kernel) and CT Image Frame Type;
+    a contrast agent of the classic series becomes a coded ContrastBolusAgentSequence (no ContrastBolusAgent).
+
+    Frames are in a shuffled order (``seed``), so nothing may rely on it. With ``rescale_per_frame`` each frame
+    gets its own RescaleIntercept (shifted by 0, 10 or 20 HU with its stored values shifted back), so the HU are
+    those of the classic series only if the per-frame rescale is applied. Duplicate and missing slices, tilt
+    and uneven spacing of the classic series carry over to the frames.
+    """
+    dss = [pydicom.dcmread(p) for p in sources]
+    order = list(range(len(dss)))
+    random.Random(seed).shuffle(order)
+    first = dss[0]
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = EnhancedCTImageStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    for elem in first:
+        if elem.keyword and elem.keyword not in _PER_SLICE:
+            ds.add(copy.deepcopy(elem))
+    ds.SOPClassUID = EnhancedCTImageStorage
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
+    ds.SeriesInstanceUID = series_uid or generate_uid()
+    ds.SeriesNumber = series_number
+    ds.InstanceNumber = 1
+    image_type = [str(x) for x in first.get("ImageType", ["ORIGINAL", "PRIMARY", "AXIAL"])][:3]
+    ds.ImageType = image_type + ["NONE"] * (4 - len(image_type))
+    ds.NumberOfFrames = len(dss)
+    ds.ContentQualification = "PRODUCT"
+    ds.BurnedInAnnotation = "NO"
+    ds.PresentationLUTShape = "IDENTITY"
+    ds.LossyImageCompression = "00"
+    ds.AcquisitionDateTime = f"{first.get('StudyDate', '20250101')}101500"
+    ds.ContentDate = str(first.get("StudyDate", "20250101"))
+    ds.ContentTime = "101500"
+    agent = str(first.get("ContrastBolusAgent", "") or "").strip()
+    if agent:
+        ds.ContrastBolusAgentSequence = [_item(CodeValue="C-B0322", CodingSchemeDesignator="SRT",
+                                               CodeMeaning="Iodinated contrast agent", ContrastBolusAgentNumber=1,
+                                               ContrastBolusIngredientCodeSequence=[_item(
+                                                   CodeValue="C-11400", CodingSchemeDesignator="SRT",
+                                                   CodeMeaning="Iodine")],
+                                               ContrastBolusAdministrationRouteSequence=[_item(
+                                                   CodeValue="G-D101", CodingSchemeDesignator="SNM3",
+                                                   CodeMeaning="Intravenous route")])]
+    dim_uid = generate_uid()
+    ds.DimensionOrganizationSequence = [_item(DimensionOrganizationUID=dim_uid)]
+    ds.DimensionIndexSequence = [_item(DimensionOrganizationUID=dim_uid, DimensionIndexPointer=0x00200032,
+                                       FunctionalGroupPointer=0x00209113,
+                                       DimensionDescriptionLabel="Image Position Patient")]
+    ds.DimensionOrganizationType = "3D"
+    orientation = _item(ImageOrientationPatient=list(first.ImageOrientationPatient))
+    shared = _item(
+        PixelMeasuresSequence=[_item(PixelSpacing=list(first.PixelSpacing),
+                                     SliceThickness=first.get("SliceThickness", 1.0))],
+        CTImageFrameTypeSequence=[_item(FrameType=list(ds.ImageType), PixelPresentation="MONOCHROME",
+                                        VolumetricProperties="VOLUME", VolumeBasedCalculationTechnique="NONE")],
+        CTReconstructionSequence=[_item(ConvolutionKernel=first.get("ConvolutionKernel", "STANDARD"),
+                                        ReconstructionAlgorithm="FILTER_BACK_PROJ")],
+    )
+    if not orientation_per_frame:
+        shared.PlaneOrientationSequence = [orientation]
+    slope0 = float(first.get("RescaleSlope", 1.0))
+    intercept0 = float(first.get("RescaleIntercept", 0.0))
+    if not rescale_per_frame:
+        shared.PixelValueTransformationSequence = [_item(RescaleSlope=slope0, RescaleIntercept=intercept0,
+                                                         RescaleType="HU")]
+    ds.SharedFunctionalGroupsSequence = [shared]
+    normal = np.cross(np.asarray(first.ImageOrientationPatient[:3], float),
+                      np.asarray(first.ImageOrientationPatient[3:], float))
+    rank = {i: r for r, i in enumerate(sorted(range(len(dss)),
+                                              key=lambda i: float(np.dot(dss[i].ImagePositionPatient, normal))))}
+    per_frame, frames = [], []
+    for f, i in enumerate(order):
+        src = dss[i]
+        stored = src.pixel_array.astype(np.int64)
+        item = _item(
+            FrameContentSequence=[_item(DimensionIndexValues=[rank[i] + 1], StackID="1",
+                                        InStackPositionNumber=rank[i] + 1,
+                                        FrameAcquisitionDateTime=ds.AcquisitionDateTime)],
+            PlanePositionSequence=[_item(ImagePositionPatient=list(src.ImagePositionPatient))],
+        )
+        if orientation_per_frame:
+            item.PlaneOrientationSequence = [_item(ImageOrientationPatient=list(src.ImageOrientationPatient))]
+        if rescale_per_frame:
+            shift = 10 * (f % 3)
+            rescale = (float(src.get("RescaleSlope", 1.0)), float(src.get("RescaleIntercept", 0.0)))
+            assert rescale == (slope0, intercept0), "per-frame rescale needs one rescale in the classic series"
+            stored = stored + shift
+            item.PixelValueTransformationSequence = [_item(RescaleSlope=slope0,
+                                                           RescaleIntercept=intercept0 - shift * slope0,
+                                                           RescaleType="HU")]
+        per_frame.append(item)
+        frames.append(stored)
+    ds.PerFrameFunctionalGroupsSequence = per_frame
+    dtype = np.int16 if int(first.PixelRepresentation) else np.uint16
+    info = np.iinfo(dtype)
+    arr = np.stack(frames)
+    assert arr.min() >= info.min and arr.max() <= info.max, "shifted values not representable"
+    ds.PixelData = arr.astype(dtype).tobytes()
+    if transfer_syntax != ExplicitVRLittleEndian:
+        ds.compress(transfer_syntax)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def write_legacy_enhanced_ct(sources: Sequence[Path], path: Path, *, series_number: int = 8) -> Path:
+    """Write a classic series as ONE Legacy Converted Enhanced CT object with highdicom's converter."""
+    import highdicom as hd
+
+    dss = [pydicom.dcmread(p) for p in sources]
+    mf = hd.legacy.LegacyConvertedEnhancedCTImage(dss, series_instance_uid=hd.UID(), series_number=series_number,
+                                                 sop_instance_uid=hd.UID(), instance_number=1)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mf.save_as(path, enforce_file_format=True)
+    return path

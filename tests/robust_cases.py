@@ -571,7 +571,8 @@ def _sag_cor(c: Cases, d: Path) -> CaseSpec:
 
 @case("enhanced_ct")
 def _enhanced(c: Cases, d: Path) -> CaseSpec:
-    """One multi-frame Enhanced CT object (24 frames of 32 x 32)."""
+    """One multi-frame Enhanced CT object (24 frames of 32 x 32) without functional groups: no plane position
+    or orientation (a valid Enhanced CT study is analysed: tests/test_multiframe.py)."""
     (d / "in").mkdir(parents=True)
     ds = Dataset()
     ds.file_meta = FileMetaDataset()

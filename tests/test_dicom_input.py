@@ -183,16 +183,18 @@ def test_inconsistent_headers_refused(tmp_path, attrs, code):
     assert e.value.code == code
 
 
-def test_enhanced_ct_rejected_with_reason(tmp_path):
+def test_enhanced_ct_without_geometry_rejected_with_reason(tmp_path):
+    """Enhanced CT is accepted (tests/test_multiframe.py), but not without plane position/orientation."""
     w = write_ct_series(tmp_path / "ct", n=1, sop_class=EnhancedCTImageStorage)
-    _edit(w.files[0], NumberOfFrames=1)
+    _edit(w.files[0], NumberOfFrames=1, ImageOrientationPatient=None, ImagePositionPatient=None)
     scan = scan_folder(tmp_path / "ct")
+    assert scan.series[0].multiframe
     sel = select_series(scan, {})
     assert sel.series is None
-    assert "Enhanced (multi-frame) CT not supported" in sel.reason
+    assert "orientation unknown (axial required)" in sel.reason
     with pytest.raises(InputError) as e:
         load_volume(scan.series[0])
-    assert e.value.code == "enhanced_ct_unsupported"
+    assert e.value.code == "missing_geometry"
 
 
 # ------------------------------------------------------------------------------------------- scan/selection

@@ -245,7 +245,7 @@ REFUSED = {
     "non_uniform_spacing": (2, "non-uniform slice spacing"),
     "gantry_tilt": (2, "(gantry tilt)"),
     "sagittal_coronal": (2, "no qualifying series: 2 CT series rejected"),
-    "enhanced_ct": (2, "Enhanced (multi-frame) CT not supported: export as CT Image Storage"),
+    "enhanced_ct": (2, "no qualifying series: 1 CT series rejected (orientation unknown (axial required))"),
     "too_large": (2, "series too large"),
     "sha_mismatch": (3, "refusing to load"),
 }
