@@ -63,7 +63,8 @@ def canonical_resample(
     img = sitk.DICOMOrient(img, "LPS")
     new_sp = (float(spacing_dhw[2]), float(spacing_dhw[1]), float(spacing_dhw[0]))
     old_sp, old_size = img.GetSpacing(), img.GetSize()
-    size = [max(1, int(math.floor(old_size[i] * old_sp[i] / new_sp[i]))) for i in range(3)]
+    # (1e-3: a spacing of 2.99999 mm read from DICOM and 3.0 mm from NIfTI give the same grid)
+    size = [max(1, int(math.floor(old_size[i] * old_sp[i] / new_sp[i] + 1e-3))) for i in range(3)]
     # Centre the new grid on the old one so that neither edge is favoured. The grid depends only on the input
     # grid and the spacing (never on anti-aliasing), so a CT and its label map land on the same grid.
     direction = np.array(img.GetDirection()).reshape(3, 3)

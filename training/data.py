@@ -75,7 +75,7 @@ def on_grid_of(lab: Volume, ct: Volume, case_id: str = "") -> Volume:
     in another axis order or direction, e.g. a feet-first series loaded slice-normal first): it is then
     re-indexed exactly; any other grid is refused with a ValueError."""
     if lab.shape == ct.shape and np.allclose(lab.affine, ct.affine, atol=1e-3):
-        return lab
+        return Volume(lab.array, ct.affine.copy(), lab.meta)   # exactly the series' grid (no rounding drift)
     # index of ct voxel centres in lab's grid must be a signed permutation of ct's index
     m = np.linalg.solve(lab.affine, ct.affine)
     rot = np.round(m[:3, :3])
