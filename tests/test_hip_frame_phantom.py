@@ -32,6 +32,8 @@ def case(request):
     rng = np.random.default_rng(seed)
     patient = sample_patient(rng, f"T{seed:04d}", cls)
     scan = sample_scan(rng, patient)
+    # a centred patient, so that the narrower fields of view below still hold both hip bones
+    scan = replace(scan, table_offset_mm=(0.0, 0.0, scan.table_offset_mm[2]))
     lab = labels_of(patient, scan)
     return patient, scan, lab, loc(lab)
 
@@ -76,7 +78,10 @@ def test_rotation_about_superior_axis(case):
 
 def test_patient_scale(case):
     patient, scan, lab, base = case
-    bigger = loc(labels_of(replace(patient, scale=patient.scale * 1.15), scan))
+    z0, z1 = scan.z_range_mm
+    k = int(np.ceil(40.0 / scan.slice_spacing_mm))   # 40 mm more coverage at both ends, on the same slice grid
+    wider = replace(scan, z_range_mm=(z0 - k * scan.slice_spacing_mm, z1 + k * scan.slice_spacing_mm))
+    bigger = loc(labels_of(replace(patient, scale=patient.scale * 1.15), wider))
     assert np.abs(np.subtract(bigger["location_hip_frame"], base["location_hip_frame"])).max() < 0.05
     np.testing.assert_allclose(bigger["location_hip_frame_mm"], 1.15 * np.asarray(base["location_hip_frame_mm"]),
                                atol=2.0)
@@ -110,6 +115,6 @@ def test_truncation_detected(case):
     z0, _ = scan.z_range_mm
     cut = render(patient, replace(scan, z_range_mm=(z0, 0.0)))[1]  # coverage ends mid-pelvis
     assert "d_last" in truncated_faces(cut)
-    narrow = render(patient, replace(scan, matrix=80))[1]           # 80 x ~3 mm = ~240 mm field of view
+    narrow = render(patient, replace(scan, matrix=int(240 / scan.pixel_spacing_mm)))[1]   # 240 mm field of view
     faces = truncated_faces(narrow)
     assert "w_first" in faces and "w_last" in faces

@@ -173,7 +173,8 @@ def test_label_sanity(seed):
     # tissue values: air outside, fat and soft tissue present, cortical bone bright
     a = ct.array
     assert np.median(a[:, :3, :3]) < -900
-    assert np.median(a[lab.array == 1]) > 200
+    hip = a[lab.array == 1]
+    assert np.median(hip) > 60 and np.percentile(hip, 90) > 400     # marrow above soft tissue, cortex bright
     hist = np.histogram(a, bins=[-1100, -500, -150, -60, 20, 80, 150, 4000])[0]
     assert hist[2] > 0.02 * a.size and hist[4] > 0.02 * a.size   # fat and soft tissue / muscle
     if cls != "none":
@@ -316,7 +317,7 @@ def test_bone_density_falls_with_age_and_implants_render_as_metal():
 
 def test_class_typical_features_hold_mostly_not_always():
     rng = np.random.default_rng(31)
-    ps = [ph.sample_patient(rng, f"X{i}", c) for i in range(60) for c in ph.TUMOUR_CLASSES]
+    ps = [ph.sample_patient(rng, f"X{i}", c) for i in range(120) for c in ph.TUMOUR_CLASSES]
     typ_loc = np.mean([p.tumour.typical_location for p in ps])
     typ_mat = np.mean([p.tumour.typical_matrix for p in ps])
     assert 0.65 < typ_loc < 0.85 and 0.68 < typ_mat < 0.88

@@ -198,7 +198,9 @@ def acquire(hu: np.ndarray, scan: ScanParams, has_metal: bool) -> np.ndarray:
         sel = np.nonzero((metal_pixels > 0) | (dense_pixels * area_mm2 > 1500.0))[0]
         for i in range(0, len(sel), 64):
             ks = sel[i:i + 64]
-            hu[ks] += streaks(hu[ks], scan.pixel_spacing_mm, scan.beam_hardening, rng)
+            art = np.clip(streaks(hu[ks], scan.pixel_spacing_mm, scan.beam_hardening, rng), -1000.0, 1000.0)
+            art[hu[ks] > 2000.0] = 0.0     # metal itself stays at the top of the scale
+            hu[ks] += art
     sz = scan.slice_thickness_mm / (2.355 * scan.slice_spacing_mm)
     sxy = scan.kernel_sigma_px
     out = ndimage.gaussian_filter(hu, sigma=(sz, sxy, sxy), truncate=4.0)
