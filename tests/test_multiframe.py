@@ -275,7 +275,9 @@ def app_runs(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> dict
     inputs = {"classic": classic,
               "legacy": write_legacy_enhanced_ct(files, root / "legacy" / "ct.dcm").parent,
               "enhanced": write_enhanced_ct(files, root / "enhanced" / "ct.dcm", seed=11).parent}
-    return {name: (folder, run_app(folder, root / f"out_{name}", models_dir)) for name, folder in inputs.items()}
+    # a generous limit: on a loaded 2-core machine one run has taken more than the default 600 s
+    return {name: (folder, run_app(folder, root / f"out_{name}", models_dir, timeout=1500))
+            for name, folder in inputs.items()}
 
 
 @pytest.mark.parametrize("form", ["legacy", "enhanced"])
