@@ -1,0 +1,105 @@
+"""Training reads label maps given as DICOM SEG (as hospitals' annotation tools export them) as well as NIfTI.
+
+The SEG is the one the application itself writes (one small study, one app run for the module): read back by
+``training.data`` it must give the label map the application reported on (same tumour and hip-bone volumes as
+its result.json, left and right the right way round), and the training cache prepared from it must hold the
+same tabular values as one prepared from the NIfTI label map of the same case where the two agree.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import REPO, AppRun, run_app
+from training.data import labels_from_seg, load_case, prepare, read_manifest
+
+
+@pytest.fixture(scope="module")
+def seg_case(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> tuple[Path, dict, AppRun]:
+    """One generated tumour study, the app run on it once; a manifest whose label_path is the app's SEG."""
+    from training.phantom import generate_cohort
+
+    root = tmp_path_factory.mktemp("seg_labels")
+    manifest = generate_cohort(root / "cohort", n=1, seed=20261130, classes=["giant_cell_tumour"],
+                               no_tumour_fraction=0.0)
+    with open(manifest, newline="") as fh:
+        row = next(csv.DictReader(fh))
+    run = run_app(manifest.parent / row["dicom_dir"], root / "out", models_dir)
+    assert run.returncode == 0, run.stderr[-2000:]
+    seg = run.output_dir / run.result["outputs"]["seg"]
+    seg_manifest = manifest.parent / "manifest_seg.csv"
+    with open(seg_manifest, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["case_id", "tumour_class", "dicom_dir", "label_path"])
+        w.writeheader()
+        w.writerow({"case_id": row["case_id"] + "_nifti", "tumour_class": row["tumour_class"],
+                    "dicom_dir": row["dicom_dir"], "label_path": row["label_path"]})
+        w.writerow({"case_id": row["case_id"] + "_seg", "tumour_class": row["tumour_class"],
+                    "dicom_dir": row["dicom_dir"], "label_path": str(seg)})
+    return seg_manifest, row, run
+
+
+def test_seg_label_map_is_what_the_app_reported(seg_case) -> None:
+    seg_manifest, row, run = seg_case
+    nifti_case, seg_case_ = read_manifest(seg_manifest)
+    ct, lab, header = load_case(seg_case_)
+    assert lab.shape == ct.shape and lab.array.dtype == np.uint8
+    np.testing.assert_allclose(lab.affine, ct.affine)
+    assert set(np.unique(lab.array)) <= {0, 1, 2, 3}
+    doc = run.result
+    vox_ml = lab.voxel_volume_ml
+    assert (lab.array == 1).sum() * vox_ml == pytest.approx(doc["hip_bone"]["left_volume_ml"], rel=2e-3, abs=0.1)
+    assert (lab.array == 2).sum() * vox_ml == pytest.approx(doc["hip_bone"]["right_volume_ml"], rel=2e-3, abs=0.1)
+    if doc["status"] == "tumour_found":
+        assert (lab.array == 3).sum() * vox_ml == pytest.approx(doc["tumour"]["volume_ml"], rel=2e-3, abs=0.1)
+    else:
+        assert not (lab.array == 3).any()
+    # laterality from the codes: the left hip bone lies at larger LPS x, as in the NIfTI reference
+    _, ref, _ = load_case(nifti_case)
+    for volume in (lab, ref):
+        cl = volume.index_to_lps(np.argwhere(volume.array == 1).mean(axis=0))[0]
+        cr = volume.index_to_lps(np.argwhere(volume.array == 2).mean(axis=0))[0]
+        assert cl[0] > cr[0] + 50.0
+    # the SEG's hip bones overlap the reference's (a label swap or a slice-order error would not)
+    for k in (1, 2):
+        inter = np.logical_and(lab.array == k, ref.array == k).sum()
+        assert 2 * inter / ((lab.array == k).sum() + (ref.array == k).sum()) > 0.6
+
+
+def test_training_cache_from_seg_manifest(seg_case, tmp_path: Path) -> None:
+    """``prepare`` (the step of ``python -m training.train_all --manifest`` that reads label maps) accepts the
+    SEG row; its tabular values agree with the NIfTI row's where the label maps agree (age, sex), and the
+    location is computed from the SEG's own hip bones (close to the reference's)."""
+    seg_manifest, row, run = seg_case
+    cfg = yaml.safe_load((REPO / "training" / "config.yaml").read_text())
+    seg_specs = {k: {"spacing_mm": v["spacing_mm"]} for k, v in cfg["segmentation"].items()}
+    index = json.loads(prepare(seg_manifest, tmp_path / "cache", seg_specs, cfg["classifier"]["crop"]).read_text())
+    by_id = {e["case_id"]: e for e in index}
+    nif, seg = by_id[row["case_id"] + "_nifti"]["tabular"], by_id[row["case_id"] + "_seg"]["tabular"]
+    assert seg["age_years"] == nif["age_years"] and seg["sex"] == nif["sex"]
+    cache = np.load(tmp_path / "cache" / by_id[row["case_id"] + "_seg"]["file"])
+    assert set(np.unique(cache["hip_bone_seg_lab"])) >= {0, 1, 2}
+    if run.result["status"] == "tumour_found":
+        assert seg["tumour_volume_ml"] == pytest.approx(run.result["tumour"]["volume_ml"], rel=2e-3)
+        assert cache["crop"].shape[0] == 2
+        np.testing.assert_allclose([seg["loc_u"], seg["loc_v"], seg["loc_w"]],
+                                   run.result["tumour"]["location_hip_frame"], atol=1e-3)
+
+
+def test_seg_of_another_series_is_refused(seg_case, tmp_path: Path) -> None:
+    from training.phantom import generate_cohort
+
+    seg_manifest, row, run = seg_case
+    other = generate_cohort(tmp_path / "other", n=1, seed=20261131, classes=["none"], no_tumour_fraction=1.0)
+    with open(other, newline="") as fh:
+        orow = next(csv.DictReader(fh))
+    ct_case = read_manifest(other)[0]
+    from core.dicom_input import load_volume, scan_folder, select_series
+    loaded = load_volume(select_series(scan_folder(ct_case.dicom_dir)).series)
+    with pytest.raises(ValueError, match="references none"):
+        labels_from_seg(run.output_dir / run.result["outputs"]["seg"], loaded.datasets, loaded.volume)
+    assert orow["case_id"]
