@@ -65,7 +65,7 @@ value is a stated assumption, marked *assumed*):
 - Soft-tissue extension: chordoma presacral mass 30/30, posterior 77 % [Su05], soft-tissue part can exceed the
   bony part [HK02]; neurogenic presacral more than posterior [Fa19], dumbbell through the foramina [Do97]; GCT
   grows mainly inside the sacrum [Si13] but soft-tissue mass usual [vL22]; metastases little soft-tissue mass
-  [TP-Met]. Probabilities 0.85 / 0.6 / 0.4 / 0.2, chondrosarcoma and osteosarcoma 0.5 *assumed*.
+  [TP-Met]. Probabilities 0.8 / 0.7 / 0.4 / 0.2, chondrosarcoma and osteosarcoma 0.5 *assumed*.
 - Multifocality: metastasis 10/19 with other spinal, 13/19 with extraspinal lesions [RK-Met] (0.6 with other
   lesions in the sacrum, ilium or L5); bone islands as sclerotic mimics in 10 % of the other classes *assumed*.
 
@@ -151,8 +151,8 @@ _MATRIX_P = {   # order of MATRICES: lytic, lytic_specks, chondroid, osteoid, sc
     "neurogenic_tumour": (0.8, 0.1, 0.03, 0.0, 0.0, 0.07),
     "giant_cell_tumour": (0.78, 0.12, 0.02, 0.02, 0.0, 0.06),
 }
-_BASE_HU = {"metastasis": (40.0, 10.0), "chondrosarcoma": (27.0, 9.0), "osteosarcoma": (42.0, 10.0),
-            "chordoma": (26.0, 9.0), "neurogenic_tumour": (34.0, 9.0), "giant_cell_tumour": (38.0, 9.0)}
+_BASE_HU = {"metastasis": (38.0, 10.0), "chondrosarcoma": (28.0, 10.0), "osteosarcoma": (39.0, 10.0),
+            "chordoma": (27.0, 10.0), "neurogenic_tumour": (34.0, 10.0), "giant_cell_tumour": (37.0, 10.0)}
 _VOLUME = {"metastasis": 80.0, "chondrosarcoma": 200.0, "osteosarcoma": 170.0, "chordoma": 220.0,
            "neurogenic_tumour": 170.0, "giant_cell_tumour": 180.0}
 _MATRIX_SIZE = {"lytic": 1.0, "lytic_specks": 1.05, "chondroid": 1.2, "osteoid": 1.0, "sclerotic": 0.7,
@@ -164,13 +164,13 @@ _P_ILL = {"metastasis": 0.6, "chondrosarcoma": 0.3, "osteosarcoma": 0.65, "chord
 # P(sclerotic rim), P(expansile shell) (exclusive)
 _RIM = {"metastasis": (0.05, 0.05), "chondrosarcoma": (0.2, 0.1), "osteosarcoma": (0.08, 0.05),
         "chordoma": (0.45, 0.05), "neurogenic_tumour": (0.5, 0.2), "giant_cell_tumour": (0.1, 0.45)}
-# P(cysts) at 150 mL, kind: large (1-2 central) | small (3-9)
-_CYST = {"metastasis": (0.1, "large"), "chondrosarcoma": (0.15, "large"), "osteosarcoma": (0.2, "small"),
-         "chordoma": (0.4, None), "neurogenic_tumour": (0.55, "large"), "giant_cell_tumour": (0.6, "small")}
-_RESIDUAL = {"metastasis": (3.0, 5.0), "chondrosarcoma": (1.5, 8.0), "osteosarcoma": (2.5, 5.0),
-             "chordoma": (2.0, 7.0), "neurogenic_tumour": (1.2, 9.0), "giant_cell_tumour": (1.4, 8.0)}  # Beta(a, b)
-_P_EXTENSION = {"metastasis": 0.2, "chondrosarcoma": 0.5, "osteosarcoma": 0.5, "chordoma": 0.85,
-                "neurogenic_tumour": 0.6, "giant_cell_tumour": 0.4}   # presacral soft-tissue mass at 150 mL
+# P(cysts) at 150 mL, P(many small ones | cysts) (else 1-2 large, central)
+_CYST = {"metastasis": (0.1, 0.5), "chondrosarcoma": (0.15, 0.5), "osteosarcoma": (0.2, 0.7),
+         "chordoma": (0.4, 0.5), "neurogenic_tumour": (0.55, 0.2), "giant_cell_tumour": (0.6, 0.8)}
+_RESIDUAL = {"metastasis": (2.4, 5.0), "chondrosarcoma": (1.6, 6.5), "osteosarcoma": (2.2, 5.0),
+             "chordoma": (2.0, 6.0), "neurogenic_tumour": (1.4, 7.0), "giant_cell_tumour": (1.5, 6.5)}  # Beta(a, b)
+_P_EXTENSION = {"metastasis": 0.2, "chondrosarcoma": 0.5, "osteosarcoma": 0.5, "chordoma": 0.8,
+                "neurogenic_tumour": 0.7, "giant_cell_tumour": 0.4}   # presacral soft-tissue mass at 150 mL
 _P_POSTERIOR = {"chordoma": 0.5}    # of those with a presacral mass, also a posterior one (default 0.15)
 _P_SATELLITES = {"metastasis": 0.6}  # other classes: 0.1 (bone islands, sclerotic)
 
@@ -179,22 +179,22 @@ def _location(rng: np.random.Generator, cls: str, sac: SacrumLike) -> tuple[floa
     """(level 0..1, lateral fraction of the half width, + left) of the main body; see the module sources."""
     side = 1.0 if rng.random() < 0.5 else -1.0
     if cls == "metastasis":
-        level, lat = rng.normal(0.28, 0.18), rng.uniform(-0.8, 0.8)
+        level, lat = rng.normal(0.25, 0.15), rng.uniform(-0.8, 0.8)
     elif cls == "chondrosarcoma":
-        level = rng.normal(0.3, 0.17)
-        lat = rng.normal(0.0, 0.2) if rng.random() < 0.2 else side * rng.normal(0.6, 0.2)
+        level = rng.normal(0.3, 0.15)
+        lat = rng.normal(0.0, 0.2) if rng.random() < 0.15 else side * rng.normal(0.8, 0.15)
     elif cls == "osteosarcoma":
         level, lat = rng.normal(0.32, 0.2), rng.normal(0.0, 0.45)
     elif cls == "chordoma":
-        level = rng.normal(0.68, 0.13) if rng.random() < 0.6 else rng.normal(0.38, 0.14)
-        lat = rng.normal(0.0, 0.13) if rng.random() < 0.77 else side * rng.normal(0.45, 0.2)
+        level = rng.normal(0.7, 0.12) if rng.random() < 0.65 else rng.normal(0.4, 0.12)
+        lat = rng.normal(0.0, 0.12) if rng.random() < 0.8 else side * rng.normal(0.45, 0.2)
     elif cls == "neurogenic_tumour":
-        fi = int(rng.choice(len(sac.FORAMINA_LEVELS), p=[0.3, 0.32, 0.25, 0.13]))
+        fi = int(rng.choice(len(sac.FORAMINA_LEVELS), p=[0.2, 0.35, 0.3, 0.15]))
         level = float(sac.FORAMINA_LEVELS[fi]) + rng.normal(0.0, 0.04)
         lat = rng.normal(0.0, 0.15) if rng.random() < 0.27 else side * (sac.foramen_lateral(fi) + rng.normal(0, 0.1))
     elif cls == "giant_cell_tumour":
-        level = rng.normal(0.25, 0.15)
-        lat = rng.normal(0.0, 0.2) if rng.random() < 0.3 else side * rng.normal(0.42, 0.2)
+        level = rng.normal(0.18, 0.1)
+        lat = rng.normal(0.0, 0.2) if rng.random() < 0.26 else side * rng.normal(0.45, 0.18)
     else:
         raise ValueError(f"unknown tumour class {cls!r}")
     return _clip(level, 0.0, 0.92), _clip(lat, -1.1, 1.1)
@@ -208,6 +208,14 @@ def _matrix(rng: np.random.Generator, cls: str, age: float, sex: str) -> str:
     else:
         p = np.asarray(_MATRIX_P[cls], float)
     return str(MATRICES[int(rng.choice(len(MATRICES), p=p / p.sum()))])
+
+
+def _field(seed: int, kind: int, grain_mm: float, X, Y, Z, stretch: float = 1.0) -> np.ndarray:
+    """Unit-SD random field (:func:`training.phantom.appearance.texture`) of tumour ``seed`` for field ``kind``
+    (0 surface, 1 texture, 2 fragments): one of :data:`_POOL` cached tiles, shifted by an offset of the tumour's
+    own (local mm points ``X, Y, Z`` relative to the tumour centre)."""
+    off = np.random.default_rng([seed, kind]).uniform(0.0, 48.0 * stretch, size=3)
+    return texture(1000 + 37 * kind + seed % _POOL, grain_mm, X + off[0], Y + off[1], Z + off[2], stretch=stretch)
 
 
 def _smin(a, b, k: float):
@@ -228,7 +236,7 @@ def _shape(centre, radii, angle_deg: float, lobes, components, irregularity_mm: 
         for q in parts:
             d = _smin(d, q.sdf(X, Y, Z), 6.0)
         if irregularity_mm > 0:
-            d = d - irregularity_mm * texture(seed, surface_mm, X - c0[0], Y - c0[1], Z - c0[2], stretch=2.0)
+            d = d - irregularity_mm * _field(seed, 0, surface_mm, X - c0[0], Y - c0[1], Z - c0[2], stretch=2.0)
         return d
 
     boxes = [main.bbox] + [q.bbox for q in parts]
@@ -238,12 +246,13 @@ def _shape(centre, radii, angle_deg: float, lobes, components, irregularity_mm: 
     return Func(f, bb)
 
 
-_GRID = 40   # points per side of the measuring grid
+_GRID = 26   # points per side of the measuring grid
+_POOL = 12   # distinct random-field tiles per field kind (cached); each tumour shifts its tile by its own offset
 
 
 def _measure(prim: Func) -> tuple[float, np.ndarray]:
     """(volume in local mm^3, centroid local mm) of ``prim``, counted on a regular grid of its box (cell centres;
-    40 per side, i.e. cells of about 2-4 mm for these tumours)."""
+    26 per side, i.e. cells of about 3-6 mm for these tumours; volume within a few per cent)."""
     b = np.asarray(prim.bbox, np.float64)
     lo, hi = b[0::2], b[1::2]
     step = (hi - lo) / _GRID
@@ -284,7 +293,7 @@ def sample_tumour(rng: np.random.Generator, cls: str, sac: SacrumLike, scale: fl
     ext_frac = 0.0
     p_ext = _clip(_P_EXTENSION[cls] * size, 0.0, 0.95)
     if rng.random() < p_ext:
-        ext_frac = float(rng.uniform(0.25, 0.65) if cls == "chordoma" else rng.uniform(0.15, 0.5))
+        ext_frac = float(rng.uniform(0.15, 0.6))
         comps = [(-1.0, ext_frac)]
         if rng.random() < _P_POSTERIOR.get(cls, 0.15):
             comps.append((1.0, ext_frac * rng.uniform(0.2, 0.5)))
@@ -308,7 +317,7 @@ def sample_tumour(rng: np.random.Generator, cls: str, sac: SacrumLike, scale: fl
     angle = float(rng.uniform(-40, 40))
     ill = bool(rng.random() < _P_ILL[cls])
     irregularity = float(rng.gamma(2.0, 1.1 if ill else 0.5))
-    surface_mm = float(rng.uniform(2.0, 4.5))
+    surface_mm = 3.0                    # one grain: the cached tiles stay few (the offset varies the field)
     seed = int(rng.integers(0, 2**31 - 64))
     r_eq = (3.0 * main_ml * 1000.0 / (4.0 * math.pi)) ** (1.0 / 3.0) / scale
     radii = tuple(float(r_eq * a) for a in aspect)
@@ -328,10 +337,8 @@ def sample_tumour(rng: np.random.Generator, cls: str, sac: SacrumLike, scale: fl
     base = float(rng.normal(mu, sd))
     if matrix == "sclerotic":
         base = float(rng.uniform(300, 800))
-    elif matrix == "osteoid":
-        base = base + float(rng.uniform(20, 80))
     texture_hu = float(rng.lognormal(math.log(12.0), 0.4))
-    texture_mm = float(rng.uniform(1.2, 4.0))
+    texture_mm = float(rng.choice([1.5, 2.5, 3.5]))
     margin_mm = float(rng.uniform(4.0, 12.0) if ill else rng.uniform(0.0, 2.0))
     p_rim, p_shell = _RIM[cls]
     u = rng.random()
@@ -363,11 +370,11 @@ def sample_tumour(rng: np.random.Generator, cls: str, sac: SacrumLike, scale: fl
     elif matrix == "mixed":
         for _ in range(int(rng.integers(3, 9))):
             elements.append((*inside_point(0.8), rng.uniform(0.1, 0.25) * rmin, 2, rng.uniform(250, 700), 0, 0, 1))
-    p_cyst, kind = _CYST[cls]
+    p_cyst, p_small = _CYST[cls]
     n_cysts, cyst_vol = 0, 0.0
     if matrix != "sclerotic" and rng.random() < _clip(p_cyst * size, 0.0, 0.95):
-        kind = kind or ("large" if rng.random() < 0.5 else "small")
-        n_cysts = int(rng.integers(1, 3)) if kind == "large" else int(rng.integers(3, 10))
+        kind = "small" if rng.random() < p_small else "large"
+        n_cysts = int(rng.integers(1, 3)) if kind == "large" else int(rng.integers(2, 9))
         for _ in range(n_cysts):
             r = (rng.uniform(0.3, 0.6) if kind == "large" else rng.uniform(0.1, 0.25)) * rmin
             p = inside_point(0.35 if kind == "large" else 0.75)
@@ -430,7 +437,7 @@ def tumour_hu(t: TumourParamsV2, X, Y, Z, dist_mm: np.ndarray, voxel_mm: float, 
     the surface, ``voxel_mm`` the in-plane voxel size, ``scale`` the patient's."""
     c = t.centre_mm
     dx, dy, dz = X - c[0], Y - c[1], Z - c[2]
-    tex = texture(t.seed + 1, t.texture_mm, dx, dy, dz)
+    tex = _field(t.seed, 1, t.texture_mm, dx, dy, dz)
     V = np.broadcast_to((t.base_hu + t.texture_hu * tex).astype(np.float32), dist_mm.shape).copy()
     for e in t.elements:
         ex, ey, ez, r, kind, hu, nx, ny, nz = e
@@ -463,7 +470,7 @@ def residual_alpha(t: TumourParamsV2, alpha: np.ndarray, hu_before: np.ndarray, 
     if t.residual <= 0:
         return alpha
     c = t.centre_mm
-    f = texture(t.seed + 2, 1.6, X - c[0], Y - c[1], Z - c[2])
+    f = _field(t.seed, 2, 1.6, X - c[0], Y - c[1], Z - c[2])
     thr = float(-math.sqrt(2.0) * _erfinv(2.0 * t.residual - 1.0))   # P(f > thr) = residual for a unit normal
     keep = np.clip((f - thr) * 2.0, 0.0, 1.0) * np.clip((hu_before - 120.0) / 100.0, 0.0, 1.0)
     return alpha * (1.0 - keep)
