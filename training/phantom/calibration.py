@@ -68,6 +68,7 @@ def macro_auc(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_te
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
 
     if model == "logreg":
         clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000))
@@ -75,8 +76,10 @@ def macro_auc(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_te
         clf = HistGradientBoostingClassifier(max_iter=150, learning_rate=0.05, max_depth=3, random_state=0)
     else:
         raise ValueError(f"unknown model {model!r}")
-    clf.fit(x_train, y_train)
-    return _macro_auc(y_test, clf.predict_proba(x_test), clf.classes_)
+    with threadpool_limits(1):   # one thread: deterministic and fast on a shared machine (tiny problems)
+        clf.fit(x_train, y_train)
+        proba = clf.predict_proba(x_test)
+    return _macro_auc(y_test, proba, clf.classes_)
 
 
 def single_parameter_aucs(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
