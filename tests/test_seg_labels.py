@@ -110,3 +110,29 @@ def test_seg_of_another_series_is_refused(seg_case, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="references none"):
         labels_from_seg(run.output_dir / run.result["outputs"]["seg"], loaded.datasets, loaded.volume)
     assert orow["case_id"]
+
+
+def test_reference_label_map_round_trips_exactly_through_the_apps_seg_writer(seg_case, tmp_path: Path) -> None:
+    """The phantom's reference label map (hip bones and tumour), written as SEG by ``core.seg_output.build_seg``
+    (the application's writer) and read back by training, is voxel for voxel the same."""
+    from core.seg_output import SEGMENT_DEFAULTS, build_seg
+
+    seg_manifest, row, run = seg_case
+    nifti_case = read_manifest(seg_manifest)[0]
+    from core.dicom_input import load_volume, scan_folder, select_series
+    loaded = load_volume(select_series(scan_folder(nifti_case.dicom_dir)).series)
+    _, ref, _ = load_case(nifti_case)
+    ref_arr = np.where(np.isin(ref.array, [1, 2, 3]), ref.array, 0).astype(np.uint8)
+    assert (ref_arr == 3).any()
+    seg = build_seg(loaded.datasets, ref_arr, SEGMENT_DEFAULTS, algorithm_name="reference", algorithm_version="1")
+    path = tmp_path / "reference_seg.dcm"
+    seg.save_as(path)
+    got = labels_from_seg(path, loaded.datasets, loaded.volume)
+    np.testing.assert_array_equal(got.array, ref_arr)
+    np.testing.assert_allclose(got.affine, loaded.volume.affine)
+    # a label map without the tumour segment reads back without label 3
+    seg2 = build_seg(loaded.datasets, np.where(ref_arr == 3, 0, ref_arr).astype(np.uint8), SEGMENT_DEFAULTS,
+                     algorithm_name="reference", algorithm_version="1")
+    seg2.save_as(tmp_path / "no_tumour.dcm")
+    got2 = labels_from_seg(tmp_path / "no_tumour.dcm", loaded.datasets, loaded.volume)
+    np.testing.assert_array_equal(got2.array, np.where(ref_arr == 3, 0, ref_arr))

@@ -142,6 +142,9 @@ def test_v2_features_overlap_between_classes(v2_patients) -> None:
     assert np.mean([abs(p.tumour.lateral) >= 0.25 for p in gct]) > 0.55
     assert np.median([p.tumour.level for p in ch]) > np.median([p.tumour.level for p in gct]) + 0.2
     assert np.mean([bool(p.tumour.components) for p in ch]) > 0.6       # presacral mass [Su05]
+    cs = _of(ps, "chondrosarcoma")                                      # destroys the SI joint [RK-CS]
+    assert np.mean([p.tumour.crosses_si for p in cs]) > np.mean([p.tumour.crosses_si for p in ch]) + 0.3
+    assert np.mean([p.tumour.crosses_midline for p in gct]) > 0.3        # often both sides [Eu]
     assert np.mean([bool(p.tumour.satellite_lesions) for p in _of(ps, "metastasis")]) > 0.4   # [RK-Met]
     assert np.mean([bool(p.tumour.satellite_lesions) for p in ps if p.tumour_class != "metastasis"]) < 0.2
 

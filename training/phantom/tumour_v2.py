@@ -113,6 +113,8 @@ class TumourParamsV2(TumourParams):
     n_cysts: int = 0
     cyst_fraction: float = 0.0       # cyst volume / tumour volume
     extension_fraction: float = 0.0  # drawn share of the volume outside the bone (soft-tissue masses)
+    crosses_midline: bool = False    # the tumour spans the sacral midline
+    crosses_si: bool = False         # it reaches beyond the sacral ala at its level (into the SI joint / ilium)
     level: float = 0.0               # sacral level of the main body (0 top of S1 .. 1 coccyx tip)
     lateral: float = 0.0             # fraction of the sacral half width (+ left)
 
@@ -250,8 +252,8 @@ _GRID = 26   # points per side of the measuring grid
 _POOL = 12   # distinct random-field tiles per field kind (cached); each tumour shifts its tile by its own offset
 
 
-def _measure(prim: Func) -> tuple[float, np.ndarray]:
-    """(volume in local mm^3, centroid local mm) of ``prim``, counted on a regular grid of its box (cell centres;
+def _measure(prim: Func) -> tuple[float, np.ndarray, tuple[float, float]]:
+    """(volume in local mm^3, centroid local mm, (lowest, highest) x of the inside, mm) of ``prim``, counted on a regular grid of its box (cell centres;
     26 per side, i.e. cells of about 3-6 mm for these tumours; volume within a few per cent)."""
     b = np.asarray(prim.bbox, np.float64)
     lo, hi = b[0::2], b[1::2]
@@ -261,9 +263,10 @@ def _measure(prim: Func) -> tuple[float, np.ndarray]:
     inside = np.broadcast_to(prim.sdf(X, Y, Z), (_GRID,) * 3) < 0
     vol = float(inside.sum()) * float(np.prod(step))
     if not inside.any():
-        return vol, (lo + hi) / 2
+        return vol, (lo + hi) / 2, (float(lo[0]), float(lo[0]))
     idx = np.argwhere(inside)
-    return vol, lo + (idx.mean(axis=0) + 0.5) * step
+    xs = lo[0] + (idx[:, 0] + 0.5) * step[0]
+    return vol, lo + (idx.mean(axis=0) + 0.5) * step, (float(xs.min()), float(xs.max()))
 
 
 def sample_tumour(rng: np.random.Generator, cls: str, sac: SacrumLike, scale: float, *, age: float = 55.0,
@@ -324,12 +327,19 @@ def sample_tumour(rng: np.random.Generator, cls: str, sac: SacrumLike, scale: fl
     # lobes, overlap and the smooth union change the volume: one correction of all radii (centres kept) towards
     # the drawn volume; the measured volume is the tumour's (lobe_factor), so volume_ml() is exact
     prim = _shape(centre, radii, angle, lobes, components, irregularity, surface_mm, seed)
-    v_local, _ = _measure(prim)
+    v_local, _, _ = _measure(prim)
     k = _clip((vol_ml * 1000.0 / scale ** 3 / max(v_local, 1.0)) ** (1.0 / 3.0), 0.75, 1.33)
     radii = tuple(float(r * k) for r in radii)
     components = [tuple(float(v) for v in (*c[:3], *(r * k for r in c[3:6]))) for c in components]
     prim = _shape(centre, radii, angle, lobes, components, irregularity, surface_mm, seed)
-    v_local, centroid = _measure(prim)
+    v_local, centroid, _ = _measure(prim)
+    # the bony part (main body, lobes aside) across the midline / beyond the ala at its level (into the SI joint)
+    mid = np.asarray(sac.point(level, 0.0, 0.0))
+    half_width = float(np.linalg.norm(np.asarray(sac.point(level, 1.0, 0.0)) - mid))
+    t_ = math.radians(angle)
+    x_half = math.hypot(radii[0] * math.cos(t_), radii[1] * math.sin(t_))
+    crosses_midline = bool(abs(centre[0] - mid[0]) < x_half)
+    crosses_si = bool(level < 0.5 and abs(centre[0] - mid[0]) + x_half > half_width)   # the joint spans S1-S3
     lobe_factor = v_local / (4.0 / 3.0 * math.pi * float(np.prod(radii)))
 
     # interior
@@ -402,7 +412,9 @@ def sample_tumour(rng: np.random.Generator, cls: str, sac: SacrumLike, scale: fl
             sats.append((*map(float, q), r, hu))
 
     lr = "midline" if abs(lat) < 0.25 else ("left" if lat > 0 else "right")
-    site = f"{_level_name(level)} {lr} {'with soft-tissue mass' if components else 'intraosseous'}"
+    site = (f"{_level_name(level)} {lr} {'with soft-tissue mass' if components else 'intraosseous'}"
+            f"{', across the midline' if crosses_midline and lr != 'midline' else ''}"
+            f"{', across the SI joint' if crosses_si else ''}")
     typical_matrix = (matrix in ("lytic", "sclerotic", "mixed") if cls == "metastasis"
                       else matrix == MATRICES[int(np.argmax(_MATRIX_P[cls]))])
     return TumourParamsV2(
@@ -413,7 +425,8 @@ def sample_tumour(rng: np.random.Generator, cls: str, sac: SacrumLike, scale: fl
         components=tuple(components), centroid_mm=tuple(float(v) for v in centroid), irregularity_mm=irregularity,
         surface_mm=surface_mm, seed=seed, texture_hu=texture_hu, texture_mm=texture_mm, margin_mm=margin_mm,
         rim_mm=rim_mm, residual=residual, satellite_lesions=tuple(sats), n_cysts=n_cysts,
-        cyst_fraction=cyst_fraction, extension_fraction=ext_frac, level=float(level), lateral=float(lat))
+        cyst_fraction=cyst_fraction, extension_fraction=ext_frac,
+        crosses_midline=crosses_midline, crosses_si=crosses_si, level=float(level), lateral=float(lat))
 
 
 def _typical_location(cls: str, level: float, lat: float) -> bool:
