@@ -253,8 +253,9 @@ _POOL = 12   # distinct random-field tiles per field kind (cached); each tumour 
 
 
 def _measure(prim: Func) -> tuple[float, np.ndarray, tuple[float, float]]:
-    """(volume in local mm^3, centroid local mm, (lowest, highest) x of the inside, mm) of ``prim``, counted on a regular grid of its box (cell centres;
-    26 per side, i.e. cells of about 3-6 mm for these tumours; volume within a few per cent)."""
+    """(volume in local mm^3, centroid local mm, (lowest, highest) x of the inside, mm) of ``prim``, counted on
+    a regular grid of its box (cell centres; 26 per side, i.e. cells of about 3-6 mm for these tumours; volume
+    within a few per cent)."""
     b = np.asarray(prim.bbox, np.float64)
     lo, hi = b[0::2], b[1::2]
     step = (hi - lo) / _GRID
@@ -291,7 +292,6 @@ def sample_tumour(rng: np.random.Generator, cls: str, sac: SacrumLike, scale: fl
     centre = np.asarray(sac.point(level, lat, ap), float)
     front = np.asarray(sac.point(level, lat, -1.0), float)
     back = np.asarray(sac.point(level, lat, 1.0), float)
-    half_depth = max(float(np.linalg.norm(back - front)) / 2.0, 8.0)
     components: list[tuple[float, ...]] = []
     ext_frac = 0.0
     p_ext = _clip(_P_EXTENSION[cls] * size, 0.0, 0.95)
@@ -398,9 +398,11 @@ def sample_tumour(rng: np.random.Generator, cls: str, sac: SacrumLike, scale: fl
         for _ in range(1 + int(rng.poisson(1.2 if metastatic else 0.3))):
             where = rng.random()
             if where < 0.4:      # elsewhere in the sacrum
-                q = sac.point(float(rng.uniform(0.0, 0.8)), float(rng.uniform(-0.8, 0.8)), float(rng.uniform(-0.3, 0.3)))
+                q = sac.point(float(rng.uniform(0.0, 0.8)), float(rng.uniform(-0.8, 0.8)),
+                              float(rng.uniform(-0.3, 0.3)))
             elif where < 0.75:   # ilium beside the SI joint
-                q = sac.point(float(rng.uniform(0.05, 0.4)), float((1 if rng.random() < 0.5 else -1) * rng.uniform(1.35, 1.7)), 0.0)
+                side = 1.0 if rng.random() < 0.5 else -1.0
+                q = sac.point(float(rng.uniform(0.05, 0.4)), side * float(rng.uniform(1.35, 1.7)), 0.0)
             else:                # L5 body (above the top of S1)
                 top = np.asarray(sac.point(0.0, 0.0, -0.3))
                 q = tuple(top + np.array([rng.normal(0, 5), rng.normal(0, 4), rng.uniform(18, 35)]))
