@@ -3,7 +3,8 @@
 Input format (what a hospital points the pipeline at; the phantom generator writes one instance of it):
 ``manifest.csv`` with at least the columns ``case_id, tumour_class, dicom_dir, label_path`` (paths relative
 to the manifest's folder). ``tumour_class`` is one of the six class names or ``none``. Label maps are NIfTI
-on exactly the DICOM series' grid: 0 background, 1 hip bone left, 2 hip bone right, 3 sacral tumour.
+on exactly the DICOM series' grid (0 background, 1 hip bone left, 2 hip bone right, 3 sacral tumour), or a
+DICOM SEG of that series (:func:`labels_from_seg`: segments found by their codes, as this application writes them).
 Age and sex are read from the DICOM header with the same functions the application uses; the manifest's
 ``age``/``sex`` columns are only used to cross-check.
 
@@ -66,6 +67,8 @@ def load_case(case: Case) -> tuple[Volume, Volume, Any]:
         raise ValueError(f"{case.case_id}: {sel.reason}")
     loaded = load_volume(sel.series)
     ct = loaded.volume
+    if _is_dicom(case.label_path):
+        return ct, labels_from_seg(case.label_path, loaded.datasets, ct), loaded.datasets[0]
     lab = on_grid_of(from_sitk(sitk.ReadImage(str(case.label_path))), ct, case.case_id)
     return ct, lab.with_array(lab.array.astype(np.uint8)), loaded.datasets[0]
 
@@ -92,6 +95,63 @@ def on_grid_of(lab: Volume, ct: Volume, case_id: str = "") -> Volume:
     src = np.rint(idx @ m[:3, :3].T + m[:3, 3]).astype(int)
     arr = lab.array[src[:, 0], src[:, 1], src[:, 2]].reshape(ct.shape)
     return Volume(arr, ct.affine.copy(), lab.meta)
+
+
+def _is_dicom(path: Path) -> bool:
+    """Whether ``path`` is a DICOM Part 10 file (``DICM`` after the 128-byte preamble)."""
+    with open(path, "rb") as fh:
+        return fh.read(132)[128:132] == b"DICM"
+
+
+#: (segmented property type, laterality modifier or None) SCT codes -> label value
+_SEG_CODES: dict[tuple[str, str | None], int] = {("29836001", "7771000"): HIP_LEFT, ("29836001", "24028007"): HIP_RIGHT,
+                                                  ("108369006", None): TUMOUR}
+
+
+def _seg_label_value(item: Any) -> int | None:
+    """Label value of one SegmentSequence item from its property type (and laterality) codes; None: not ours."""
+    t = item.SegmentedPropertyTypeCodeSequence[0]
+    mods = getattr(t, "SegmentedPropertyTypeModifierCodeSequence", None) or []
+    lat = str(mods[0].CodeValue) if mods else None
+    if str(t.CodingSchemeDesignator) != "SCT":
+        return None
+    return _SEG_CODES.get((str(t.CodeValue), lat if str(t.CodeValue) != "108369006" else None))
+
+
+def labels_from_seg(path: Path, datasets: list[Any], ct: Volume) -> Volume:
+    """Label map (uint8, D-H-W on ``ct``'s grid) from a DICOM SEG of the series whose sorted slices are
+    ``datasets`` (``ct``'s d axis order), read with highdicom.
+
+    Segments are recognised by their SNOMED CT codes (SegmentedPropertyTypeCodeSequence): Hip (29836001) with the
+    laterality modifier Left (7771000) -> 1, Right (24028007) -> 2; Neoplasm (108369006) -> 3 (written last, so
+    it wins where segments overlap); other segments are ignored. BINARY and FRACTIONAL SEGs (fraction >= 0.5)
+    are read; the SEG must reference this series' instances. Raises ValueError otherwise.
+    """
+    import highdicom as hd
+
+    seg = hd.seg.segread(str(path))
+    if str(seg.Modality) != "SEG":
+        raise ValueError(f"{path}: not a DICOM SEG (modality {seg.Modality})")
+    uids = [str(ds.SOPInstanceUID) for ds in datasets]
+    referenced = {str(i.ReferencedSOPInstanceUID) for s in getattr(seg, "ReferencedSeriesSequence", [])
+                  for i in s.ReferencedInstanceSequence}
+    if not referenced & set(uids):
+        raise ValueError(f"{path}: the SEG references none of the series' instances")
+    values = {int(item.SegmentNumber): _seg_label_value(item) for item in seg.SegmentSequence}
+    if not any(v is not None for v in values.values()):
+        raise ValueError(f"{path}: no hip-bone or tumour segment (SCT 29836001 + laterality, 108369006)")
+    labels = np.zeros(ct.shape, np.uint8)
+    for number, value in sorted(values.items(), key=lambda kv: (kv[1] == TUMOUR, kv[0])):
+        if value is None:
+            continue
+        px = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, segment_numbers=[number],
+                                               combine_segments=False, assert_missing_frames_are_empty=True)
+        frame = px[..., 0]   # FRACTIONAL: rescaled to 0..1 by highdicom
+        mask = frame >= 0.5 if str(seg.SegmentationType) == "FRACTIONAL" else frame > 0
+        if mask.shape != ct.shape:
+            raise ValueError(f"{path}: SEG frames {mask.shape} differ from the series grid {ct.shape}")
+        labels[mask] = value
+    return ct.with_array(labels)
 
 
 def tabular_values(labels: Volume, header: Any) -> dict[str, float | None]:

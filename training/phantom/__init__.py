@@ -9,7 +9,9 @@ Where things are (one module per concern):
 | ``patient``     | drawing a patient: demographics, pelvic shape and pose, implants, body and normal findings |
 | ``appearance``  | how bone looks on CT: marrow density by age and sex, cortex, trabecular texture, joints |
 | ``anatomy``     | the body: deformed template bones, soft tissue, organs, distractors, metal (the paint list) |
-| ``tumour``      | the sacral tumours: class-dependent demographics, placement, shape, interior |
+| ``tumour``      | the sacral tumours: class-dependent demographics, placement, shape, interior (world "v1", default) |
+| ``tumour_v2``   | tumour world "v2" (``tumour_world="v2"``): sourced probabilities, no tells, tumour behaviour |
+| ``calibration`` | a tumour world's difficulty on the generator's parameters (oracle classifiers, no rendering) |
 | ``acquisition`` | scan coverage, field of view, kernels, noise, beam hardening and metal streaks |
 | ``render``      | painting the scene on the scan grid (partial volume) and acquiring it |
 | ``dicom_io``    | writing DICOM series and NIfTI label maps |

@@ -31,6 +31,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--accession-number", default=None)
     ap.add_argument("--birth-date", default=None)
     ap.add_argument("--workers", type=int, default=1, help="render cases in this many processes")
+    ap.add_argument("--tumour-world", choices=["v1", "v2"], default="v1",
+                    help="v1: the original tumours (default); v2: sourced probabilities, no tells (tumour_v2.py)")
     ap.add_argument("-v", "--verbose", action="store_true")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING, format="%(message)s")
@@ -39,7 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                           classes=a.classes, matrix=a.matrix, transfer_syntax=a.transfer_syntax,
                           pixel_representation=a.pixel_representation, localizer=a.localizer,
                           contrast_series=a.contrast_series, patient_name=a.patient_name, patient_id=a.patient_id,
-                          accession_number=a.accession_number, birth_date=a.birth_date, protocol=a.protocol, workers=a.workers)
+                          accession_number=a.accession_number, birth_date=a.birth_date, protocol=a.protocol, workers=a.workers,
+                          tumour_world=a.tumour_world)
     print(f"wrote {a.n} cases, manifest {man} ({time.perf_counter() - t0:.1f} s)")
     return 0
 

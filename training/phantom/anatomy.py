@@ -18,7 +18,7 @@ from training.phantom import appearance
 from training.phantom.params import LABELS, PatientParams, PelvisShape
 from training.phantom.shapes import BBox, Capsule, Dilate, Ellipsoid, Func, Obj, Prim, ell2_sdf
 from training.phantom.template import GridField, Template, load_template
-from training.phantom.tumour import tumour_prim
+from training.phantom.tumour import displace, satellites, tumour_prim
 
 _FIELD_STEP = 15.0                                   # mm between nodes of the displacement field
 _FIELD_LO = np.array([-200.0, -150.0, -320.0])       # template mm covered by the field
@@ -275,6 +275,8 @@ def scene(p: PatientParams, contrast: bool) -> list[Op]:
     # --- pelvic organs -------------------------------------------------------------------------------------------
     f = body.bladder_fill ** (1.0 / 3.0)
     bl_c, bl_r = (0.0, -42.0, -30.0 + 10 * (f - 1)), (40.0 * f, 30.0 * f, 28.0 * f)
+    if p.has_tumour and p.tumour.WORLD != "v1":   # mass effect on the bladder (tumour world v2)
+        bl_c = tuple(displace(p.tumour, [bl_c], 0.8 * max(bl_r))[0])
     ops.append(Op("fill", Obj(("u", E(bl_c, tuple(r + 3 for r in bl_r)))), 40.0))
     ops.append(Op("fill", Obj(("u", E(bl_c, bl_r))), 260.0 if contrast else 8.0))
     if p.sex == "M":
@@ -285,6 +287,9 @@ def scene(p: PatientParams, contrast: bool) -> list[Op]:
         for s in (1, -1):
             ops.append(Op("fill", Obj(("u", E((s * 45, 5, -20), (14, 10, 11)))), 30.0))             # ovaries
     rect = [((0, 45, -85), (0, 28, -30)), ((0, 28, -30), (-6, 18, 25))]
+    if p.has_tumour and p.tumour.WORLD != "v1":   # mass effect on the rectum (tumour world v2)
+        q = displace(p.tumour, [rect[0][0], rect[0][1], rect[1][1]], 15.0)
+        rect = [(tuple(q[0]), tuple(q[1])), (tuple(q[1]), tuple(q[2]))]
     ops.append(Op("bowel", Obj(*[("u", C(a, b, 15.0)) for a, b in rect]), 40.0,
                   extra=(14.0 / 15.0, body.rectal_gas, body.rectal_stool)))
     for b in body.bowel:
@@ -398,6 +403,8 @@ def scene(p: PatientParams, contrast: bool) -> list[Op]:
             pts.append(("u", C(tuple(L((s * 22.0, 84.0, 130.0))), tuple(L((s * 22.0, 84.0, 55.0))), 3.0)))
         ops.append(Op("metal", Obj(*pts), imp.metal_hu * 0.8, LABELS["implant"]))
     if p.has_tumour:
+        for prim, hu in satellites(p.tumour):   # other lesions (v2 only), painted without the tumour label
+            ops.append(Op("fill", Obj(("u", prim)), hu))
         ops.append(Op("tumour", Obj(("u", tumour_prim(p.tumour))), label=LABELS["tumour"]))
     return ops
 

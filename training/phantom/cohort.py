@@ -45,11 +45,12 @@ def generate_cohort(out: Path, n: int, seed: int, full_size: bool = False, no_tu
     ``transfer_syntax`` ('explicit', 'implicit', 'jpeg2000', 'rle' or a UID), ``pixel_representation`` (0/1),
     ``localizer`` (bool), ``contrast_series`` (bool), ``patient_name`` / ``patient_id`` / ``birth_date`` /
     ``accession_number`` (format strings with ``{case_id}``, ``{i}``), ``case_prefix`` (default 'C'),
-    ``start_index`` (default 1). ``workers`` > 1 renders cases in that many processes (same cases, same order).
+    ``start_index`` (default 1), ``tumour_world`` ('v1', default, or 'v2': see :mod:`training.phantom.tumour_v2`).
+    ``workers`` > 1 renders cases in that many processes (same cases, same order).
     """
     known = {"classes", "matrix", "transfer_syntax", "pixel_representation", "localizer", "contrast_series",
              "patient_name", "patient_id", "birth_date", "accession_number", "case_prefix", "start_index",
-             "protocol"}
+             "protocol", "tumour_world"}
     bad = set(opts) - known
     if bad:
         raise TypeError(f"unknown options {sorted(bad)}")
@@ -83,7 +84,7 @@ def _one_case(job: tuple) -> dict[str, Any]:
     i, start, seed, cls, full_size, opts, ts, out, n, t0 = job
     case_id = f"{opts.get('case_prefix', 'C')}{start + i:04d}"
     rng = np.random.default_rng([seed, start + i])
-    patient = sample_patient(rng, case_id, cls)
+    patient = sample_patient(rng, case_id, cls, tumour_world=str(opts.get("tumour_world") or "v1"))
     ident = {k: str(opts[k]).format(case_id=case_id, i=start + i)
              for k in ("patient_name", "patient_id", "birth_date", "accession_number") if opts.get(k)}
     if ident:
@@ -108,9 +109,11 @@ def clinical_features(p: PatientParams) -> list[float]:
     return [float(p.age), 1.0 if p.sex == "M" else 0.0, p.tumour_volume_ml_analytic]
 
 
-def clinical_only_auc(n_train: int = 600, n_test: int = 600, seed: int = 0, model: str = "logreg") -> float:
+def clinical_only_auc(n_train: int = 600, n_test: int = 600, seed: int = 0, model: str = "logreg",
+                      tumour_world: str = "v1") -> float:
     """Macro one-vs-rest AUC of a standardised clinical-only classifier (age, sex, volume) trained on
-    ``n_train`` sampled patients and evaluated on ``n_test`` others (classes drawn by prevalence)."""
+    ``n_train`` sampled patients and evaluated on ``n_test`` others (classes drawn by prevalence) of
+    ``tumour_world``."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
     from sklearn.pipeline import make_pipeline
@@ -119,7 +122,7 @@ def clinical_only_auc(n_train: int = 600, n_test: int = 600, seed: int = 0, mode
 
     def draw(n: int, s: int):
         rng = np.random.default_rng(s)
-        ps = [sample_patient(rng, f"X{i:04d}") for i in range(n)]
+        ps = [sample_patient(rng, f"X{i:04d}", tumour_world=tumour_world) for i in range(n)]
         return np.array([clinical_features(p) for p in ps]), np.array([p.tumour_class for p in ps])
 
     xtr, ytr = draw(n_train, seed)

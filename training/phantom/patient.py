@@ -25,7 +25,7 @@ from training.phantom.params import (
     PatientParams,
     PelvisShape,
 )
-from training.phantom.tumour import sample_demographics, sample_tumour
+from training.phantom.tumour import check_world, sample_demographics, sample_tumour
 
 
 def _clip(v: float, lo: float, hi: float) -> float:
@@ -103,7 +103,8 @@ def sample_body(rng: np.random.Generator, sex: str, age: int) -> Body:
     )
 
 
-def sample_patient(rng: np.random.Generator, case_id: str, tumour_class: str | None = None) -> PatientParams:
+def sample_patient(rng: np.random.Generator, case_id: str, tumour_class: str | None = None,
+                   tumour_world: str = "v1") -> PatientParams:
     """Draw a synthetic patient.
 
     Args:
@@ -111,14 +112,21 @@ def sample_patient(rng: np.random.Generator, case_id: str, tumour_class: str | N
         case_id: identifier used for synthetic names/IDs (e.g. ``"C0001"``).
         tumour_class: one of :data:`TUMOUR_CLASSES`, ``"none"``, or None to draw a tumour class by
             :data:`CLASS_PREVALENCE`.
+        tumour_world: "v1" (default, :mod:`training.phantom.tumour`) or "v2" (:mod:`training.phantom.tumour_v2`);
+            v1 draws exactly what it always drew from the same ``rng`` state.
     """
+    check_world(tumour_world)
     if tumour_class is None:
         names = list(CLASS_PREVALENCE)
         pr = np.array([CLASS_PREVALENCE[k] for k in names])
         tumour_class = str(rng.choice(names, p=pr / pr.sum()))
     if tumour_class not in TUMOUR_CLASSES and tumour_class != NO_TUMOUR:
         raise ValueError(f"unknown tumour class {tumour_class!r}; expected one of {TUMOUR_CLASSES} or 'none'")
-    age, sex = sample_demographics(rng, tumour_class)
+    if tumour_world == "v2":
+        from training.phantom import tumour_v2
+        age, sex = tumour_v2.sample_demographics(rng, tumour_class)
+    else:
+        age, sex = sample_demographics(rng, tumour_class)
     scale = rng.normal(1.03 if sex == "M" else 0.96, 0.05)
     if age < 16:
         scale -= 0.012 * (16 - age)
@@ -131,7 +139,10 @@ def sample_patient(rng: np.random.Generator, case_id: str, tumour_class: str | N
                       shape=shape, bone=bone, implants=implants, body=body)
     tumour = None
     if tumour_class != NO_TUMOUR:
-        tumour = sample_tumour(rng, tumour_class, sacrum_geometry(p), scale)
+        if tumour_world == "v2":
+            tumour = tumour_v2.sample_tumour(rng, tumour_class, sacrum_geometry(p), scale, age=age, sex=sex)
+        else:
+            tumour = sample_tumour(rng, tumour_class, sacrum_geometry(p), scale)
 
     study = _dt.date(2012, 1, 1) + _dt.timedelta(days=int(rng.integers(0, 12 * 365)))
     try:

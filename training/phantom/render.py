@@ -15,7 +15,7 @@ from training.phantom.acquisition import acquire
 from training.phantom.anatomy import Op, scene
 from training.phantom.params import PatientParams, ScanParams
 from training.phantom.shapes import BBox, Obj
-from training.phantom.tumour import margin_width_mm, tumour_hu
+from training.phantom.tumour import margin_width_mm, residual_alpha, tumour_hu
 
 
 class _Grid:
@@ -148,6 +148,7 @@ def _paint(op: Op, p: PatientParams, grid: _Grid, hu: np.ndarray, lab: np.ndarra
         t = p.tumour
         assert t is not None
         a = np.clip(0.5 - d / margin_width_mm(t, ps), 0.0, 1.0)
+        a = residual_alpha(t, a, h, *grid.coords(region))     # v1: a itself
         V = tumour_hu(t, *grid.coords(region), d, ps, grid.scale)
         h += a * (V - h)
     hu[region] = h

@@ -5,6 +5,12 @@ Everything about the tumour world lives here, behind three functions the rest of
 with a :class:`SacrumLike` of the patient's own deformed sacrum) and, at render time, :func:`tumour_prim` (its
 shape) and :func:`tumour_hu` (its interior HU).
 
+This is tumour world "v1" (the default). World "v2" (:mod:`training.phantom.tumour_v2`, selected with
+``tumour_world="v2"``) removes v1's tells; its parameters are a subclass, :class:`~training.phantom.tumour_v2.
+TumourParamsV2`, and the render hooks here (:func:`tumour_prim`, :func:`tumour_hu`, :func:`margin_width_mm`,
+:func:`residual_alpha`, :func:`satellites`, :func:`displace`) hand such a tumour to that module; for a v1 tumour
+they compute exactly what they always did.
+
 Geometry is in the pelvis-local frame (mm, L/P/S; see :mod:`training.phantom.template`), before the patient's
 ``scale``.
 """
@@ -12,13 +18,22 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
-from training.phantom.shapes import Func, ell_sdf
+from training.phantom.shapes import Func, Prim, ell_sdf
 
 NO_TUMOUR = "none"
+#: the tumour worlds a generator can draw from ("v1": this module, the default; "v2": :mod:`tumour_v2`)
+TUMOUR_WORLDS: tuple[str, ...] = ("v1", "v2")
+
+
+def check_world(world: str) -> str:
+    """``world`` if it is one of :data:`TUMOUR_WORLDS`, else ValueError."""
+    if world not in TUMOUR_WORLDS:
+        raise ValueError(f"unknown tumour world {world!r}; expected one of {TUMOUR_WORLDS}")
+    return world
 
 
 class SacrumLike(Protocol):
@@ -40,6 +55,7 @@ class SacrumLike(Protocol):
 class TumourParams:
     """One tumour. ``radii_mm`` are local mm; the physical volume is :meth:`volume_ml`."""
 
+    WORLD: ClassVar[str] = "v1"
     cls: str
     centre_mm: tuple[float, float, float] = (0.0, 60.0, 30.0)
     radii_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)
@@ -246,8 +262,18 @@ def lobulated(centre, radii, angle_deg: float, lobes_) -> Func:
     return Func(f, (c[0] - ext, c[0] + ext, c[1] - ext, c[1] + ext, c[2] - ext, c[2] + ext))
 
 
+def _v2(t: TumourParams):
+    """The v2 module when ``t`` is a v2 tumour, else None (imported lazily: it imports this module)."""
+    if t.WORLD == "v1":
+        return None
+    from training.phantom import tumour_v2
+    return tumour_v2
+
+
 def tumour_prim(t: TumourParams) -> Func:
     """The tumour's shape (local mm)."""
+    if (v2 := _v2(t)) is not None:
+        return v2.tumour_prim(t)
     return lobulated(t.centre_mm, t.radii_mm, t.angle_deg, t.lobes)
 
 
@@ -255,6 +281,8 @@ def tumour_hu(t: TumourParams, X, Y, Z, dist_mm: np.ndarray, voxel_mm: float, sc
     """Tumour HU at local points ``X, Y, Z`` (broadcastable to ``dist_mm``'s shape): matrix, calcifications,
     cysts, heterogeneity and the shell. ``dist_mm`` is the physical signed distance to the tumour surface,
     ``voxel_mm`` the in-plane voxel size (partial volume of the small elements), ``scale`` the patient's."""
+    if (v2 := _v2(t)) is not None:
+        return v2.tumour_hu(t, X, Y, Z, dist_mm, voxel_mm, scale)
     c = t.centre_mm
     dx, dy, dz = X - c[0], Y - c[1], Z - c[2]
     base = t.base_hu
@@ -282,4 +310,29 @@ def tumour_hu(t: TumourParams, X, Y, Z, dist_mm: np.ndarray, voxel_mm: float, sc
 
 def margin_width_mm(t: TumourParams, voxel_mm: float) -> float:
     """Width (mm) of the tumour's transition into its surroundings: one voxel if well defined, wider if not."""
+    if (v2 := _v2(t)) is not None:
+        return v2.margin_width_mm(t, voxel_mm)
     return voxel_mm if t.margin == "well" else max(8.0, 3.0 * voxel_mm)
+
+
+def residual_alpha(t: TumourParams, alpha: np.ndarray, hu_before: np.ndarray, X, Y, Z) -> np.ndarray:
+    """Tumour opacity (0..1, D-H-W) after leaving fragments of the destroyed bone (``hu_before``: the scene's HU
+    before the tumour is painted; ``X, Y, Z`` local mm). v1 leaves none: ``alpha`` itself is returned."""
+    if (v2 := _v2(t)) is not None:
+        return v2.residual_alpha(t, alpha, hu_before, X, Y, Z)
+    return alpha
+
+
+def satellites(t: TumourParams) -> list[tuple[Prim, float]]:
+    """Other lesions of the patient (shape in local mm, HU), painted without the tumour label (v1: none)."""
+    if (v2 := _v2(t)) is not None:
+        return v2.satellites(t)
+    return []
+
+
+def displace(t: TumourParams, pts, radius_mm: float) -> np.ndarray:
+    """Organ points (N, 3, local mm) of an organ of radius ``radius_mm`` after the tumour's mass effect
+    (v1: none; the points are returned unchanged)."""
+    if (v2 := _v2(t)) is not None:
+        return v2.displace(t, pts, radius_mm)
+    return np.atleast_2d(np.asarray(pts, float))
