@@ -1,0 +1,60 @@
+"""What every DICOM object this application writes says about where it came from (one place for all outputs).
+
+* one character set for all outputs: :data:`OUTPUT_CHARACTER_SET` (UTF-8, ``ISO_IR 192``); patient and
+  study attributes copied from the source are decoded with the source's own character set first;
+* General Equipment: :data:`MANUFACTURER`, :data:`MANUFACTURER_MODEL_NAME`, Software Versions = the
+  application's version (``application.version`` of app.yaml);
+* the models that produced a result: name, version and sha256 of each (``result.json`` ``models``), given as
+  algorithm identification (SEG: per segment, the model that segmented it; SR: per measurement group, with
+  the sha256 values as algorithm parameters; key images: printed on the image);
+* Body Part Examined copied from the source series (when it has one).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import pydicom
+
+OUTPUT_CHARACTER_SET = "ISO_IR 192"
+MANUFACTURER = "Sacral tumour MAP (research)"
+MANUFACTURER_MODEL_NAME = "sacral-tumour-map"
+DEVICE_SERIAL_NUMBER = "0"
+
+
+def software_versions(app_version: str) -> str:
+    """Software Versions (0018,1020) of every output: the application's version (LO, <= 64 characters)."""
+    return f"sacral-tumour-map {app_version}"[:64]
+
+
+def body_part_examined(source_datasets: Sequence[pydicom.Dataset]) -> str | None:
+    """Body Part Examined of the source series (first slice), or None when it has none (CS, upper case)."""
+    value = str(source_datasets[0].get("BodyPartExamined", "") or "").strip().upper() if source_datasets else ""
+    return value or None
+
+
+def model_versions(models: Mapping[str, Mapping[str, Any]], names: Iterable[str] | None = None) -> str:
+    """``"hip_bone_seg 0.2.0; tumour_seg 0.2.0"``: the versions of the named models (all when None)."""
+    keys = list(models) if names is None else [n for n in names if n in models]
+    return "; ".join(f"{n} {models[n].get('version')}" for n in keys)
+
+
+def model_sha256(models: Mapping[str, Mapping[str, Any]], names: Iterable[str] | None = None) -> list[str]:
+    """``["hip_bone_seg sha256=<64 hex>", ...]`` for the named models (all when None)."""
+    keys = list(models) if names is None else [n for n in names if n in models]
+    return [f"{n} sha256={models[n].get('sha256')}" for n in keys]
+
+
+def set_common_attributes(ds: pydicom.Dataset, source_datasets: Sequence[pydicom.Dataset],
+                          app_version: str) -> None:
+    """Body Part Examined (from the source), Manufacturer's Model Name and Software Versions on an output.
+
+    highdicom writes Manufacturer; some of its IODs (SR, KOS) take no model name or software version.
+    """
+    part = body_part_examined(source_datasets)
+    if part:
+        ds.BodyPartExamined = part
+    ds.ManufacturerModelName = MANUFACTURER_MODEL_NAME
+    ds.SoftwareVersions = software_versions(app_version)
+    if "DeviceSerialNumber" not in ds:
+        ds.DeviceSerialNumber = DEVICE_SERIAL_NUMBER
