@@ -45,13 +45,31 @@ def model_sha256(models: Mapping[str, Mapping[str, Any]], names: Iterable[str] |
     return [f"{n} sha256={models[n].get('sha256')}" for n in keys]
 
 
-def set_common_attributes(ds: pydicom.Dataset, source_datasets: Sequence[pydicom.Dataset],
-                          app_version: str) -> None:
-    """Body Part Examined (from the source), Manufacturer's Model Name and Software Versions on an output.
+#: Patient / Patient Study / General Study attributes that highdicom copies into the SEG and SR but not into
+#: Secondary Capture or KOS objects; copied from the source so that every output of a study agrees (dcentvfy)
+PATIENT_STUDY_ATTRIBUTES = ("PatientIdentityRemoved", "DeidentificationMethod", "PatientAge", "PatientSize",
+                            "PatientWeight", "StudyDescription")
 
-    highdicom writes Manufacturer; some of its IODs (SR, KOS) take no model name or software version.
+
+def copy_patient_study(ds: pydicom.Dataset, source_datasets: Sequence[pydicom.Dataset]) -> None:
+    """Copy :data:`PATIENT_STUDY_ATTRIBUTES` present in the source and absent in ``ds`` (values decoded with
+    the source's character set, written in the output's)."""
+    src = source_datasets[0]
+    for keyword in PATIENT_STUDY_ATTRIBUTES:
+        if keyword in src and keyword not in ds and src.get(keyword) not in (None, ""):
+            setattr(ds, keyword, src.get(keyword))
+
+
+def set_common_attributes(ds: pydicom.Dataset, source_datasets: Sequence[pydicom.Dataset],
+                          app_version: str, *, body_part: bool = True) -> None:
+    """Body Part Examined (from the source; ``body_part``), Manufacturer's Model Name and Software Versions on
+    an output.
+
+    highdicom writes Manufacturer; some of its IODs (SR, KOS) take no model name or software version. Body
+    Part Examined belongs to the General Series module, which SR documents lack: dciodvfy then warns
+    (never errs) that it is not in the IOD; it is written on the SR because PACS route and hang by it.
     """
-    part = body_part_examined(source_datasets)
+    part = body_part_examined(source_datasets) if body_part else None
     if part:
         ds.BodyPartExamined = part
     ds.ManufacturerModelName = MANUFACTURER_MODEL_NAME

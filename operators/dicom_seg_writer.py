@@ -47,8 +47,6 @@ class DicomSegWriterOperator(StageOperator):
                         software_versions=provenance.software_versions(str(app["version"])),
                         source_frames=state.loaded.source_frames)
         state.segment_numbers = segment_number_map(seg, segments)
-        path = state.staging() / SEG_FILE
-        seg.save_as(path)
-        state.staged["seg"] = path
+        state.stage_dicom("seg", SEG_FILE, seg)
         state.seg_dataset = seg
 

@@ -24,6 +24,5 @@ class DicomSRWriterOperator(StageOperator):
         sr = build_sr(state.loaded.datasets, state.seg_dataset, findings,
                       algorithm_name=app["title"], algorithm_version=str(app["version"]),
                       software_versions=provenance.software_versions(str(app["version"])))
-        path = state.staging() / SR_FILE
-        sr.save_as(path)
-        state.staged["sr"] = path
+        state.stage_dicom("sr", SR_FILE, sr)
+        state.sr_dataset = sr
