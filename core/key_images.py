@@ -499,9 +499,7 @@ def build_key_image_datasets(
         sc.ConversionType = "WSD"  # workstation: rendered by this application
         sc.ImageComments = img.title
         sc.DerivationDescription = f"{img.title}; sacral tumour AI findings burned in ({RESEARCH_TEXT})"[:1024]
-        part = provenance.body_part_examined(source_datasets)
-        if part:
-            sc.BodyPartExamined = part
+        provenance.set_body_part(sc, source_datasets)
         provenance.copy_patient_study(sc, source_datasets)
         out.append(sc)
     return out

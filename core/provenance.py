@@ -33,6 +33,26 @@ def body_part_examined(source_datasets: Sequence[pydicom.Dataset]) -> str | None
     return value or None
 
 
+#: Body Part Examined defined terms (DICOM PS3.16 Annex L) of unpaired structures that a pelvic or abdominal CT
+#: may carry: an image with one of these has no Laterality; with any other value (a paired structure, or a value
+#: that is no defined term, e.g. "PARTIALBODY") Laterality is type 2 (copied from the source, else empty)
+UNPAIRED_BODY_PARTS = frozenset(
+    "ABDOMEN ABDOMENPELVIS AORTA BLADDER CHEST CHESTABDOMEN CHESTABDPELVIS COCCYX COLON CSPINE CTSPINE HEAD "
+    "HEADNECK HEART ILIUM LIVER LSPINE NECK PANCREAS PELVIS PROSTATE RECTUM SKULL SPINE SSPINE STOMACH TLSPINE "
+    "TSPINE UTERUS WHOLEBODY".split())
+
+
+def set_body_part(ds: pydicom.Dataset, source_datasets: Sequence[pydicom.Dataset]) -> None:
+    """Body Part Examined from the source and, for an image (General Series module), Laterality as the
+    General Series module asks (type 2C: absent for unpaired body parts, else the source's value or empty)."""
+    part = body_part_examined(source_datasets)
+    if not part:
+        return
+    ds.BodyPartExamined = part
+    if part not in UNPAIRED_BODY_PARTS:
+        ds.Laterality = str(source_datasets[0].get("Laterality", "") or "")
+
+
 def model_versions(models: Mapping[str, Mapping[str, Any]], names: Iterable[str] | None = None) -> str:
     """``"hip_bone_seg 0.2.0; tumour_seg 0.2.0"``: the versions of the named models (all when None)."""
     keys = list(models) if names is None else [n for n in names if n in models]

@@ -222,7 +222,7 @@ def build_seg(
         specific_character_set=provenance.OUTPUT_CHARACTER_SET,
     )
     part = provenance.body_part_examined(source_datasets)
-    if part:
+    if part:  # no Laterality: the segments carry theirs (dciodvfy errs on a General Series one here)
         seg.BodyPartExamined = part
     log.info("SEG built: %d segments (label values %s), %d frames", len(present), present,
              int(seg.NumberOfFrames))

@@ -168,3 +168,26 @@ def test_codes_take_pydicoms_meanings() -> None:
     assert codes.standard_code("SCT", "29836001", "Hip").meaning == "Hip"  # one of pydicom's meanings: kept
     assert codes.standard_code("99SACRAL", "X", "Private").meaning == "Private"
     assert {c.value for c in codes.KOS_TITLES.values()} == {"113000", "113002", "128201", "113009"}
+
+
+@pytest.mark.parametrize("body_part, laterality", [("PELVIS", None), ("PARTIALBODY", ""), ("HIP", "")])
+def test_body_part_and_laterality_follow_the_general_series_module(tmp_path: Path, body_part: str,
+                                                                   laterality: str | None) -> None:
+    """Laterality is type 2C: absent for an unpaired body part, present (empty when unknown) otherwise; real
+    vendor series say e.g. PARTIALBODY, which is no defined term."""
+    loaded = _loaded(tmp_path)
+    for ds in loaded.datasets:
+        ds.BodyPartExamined = body_part
+    images = render_key_images(loaded.volume, None, {"status": "not_applicable", "warnings": []})
+    (sc,) = build_key_image_datasets(loaded.datasets, images, loaded.volume, app_version="1")
+    lab = make_labels()
+    seg = build_seg(loaded.datasets, lab, SEGMENT_DEFAULTS, algorithm_name="A", algorithm_version="1")
+    for i, ds in enumerate((sc, seg)):
+        assert ds.BodyPartExamined == body_part
+        assert ds.get("Laterality") == (laterality if ds is sc else None)  # SEG segments carry laterality
+        dciodvfy = shutil.which("dciodvfy")
+        if dciodvfy is None:
+            continue
+        ds.save_as(tmp_path / f"o{i}.dcm")
+        proc = subprocess.run([dciodvfy, "-new", str(tmp_path / f"o{i}.dcm")], capture_output=True, text=True)
+        assert [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("Error")] == []
