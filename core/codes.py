@@ -184,6 +184,25 @@ def standard_code(scheme: str, value: str, meaning: str) -> CodedConcept:
     return CodedConcept(str(value), str(scheme), str(meaning))
 
 
+def normalise_meanings(ds) -> int:
+    """Give every coded item of a dataset (recursively) pydicom's meaning where pydicom has the code.
+
+    Catches meanings that libraries write themselves (highdicom 0.28 writes DCM 121232 as "Source Series for
+    Segmentation", PS3.16 says "Source series for segmentation"). Returns the number of meanings replaced.
+    """
+    changed = 0
+    if "CodeValue" in ds and "CodingSchemeDesignator" in ds and "CodeMeaning" in ds:
+        code = standard_code(str(ds.CodingSchemeDesignator), str(ds.CodeValue), str(ds.CodeMeaning))
+        if code.meaning != str(ds.CodeMeaning):
+            ds.CodeMeaning = code.meaning
+            changed += 1
+    for elem in ds:
+        if elem.VR == "SQ":
+            for item in elem.value:
+                changed += normalise_meanings(item)
+    return changed
+
+
 def code_key(code) -> tuple[str, str]:
     """(scheme designator, value): what identifies a code (the meaning is only its display text).
 

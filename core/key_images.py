@@ -39,7 +39,7 @@ import numpy as np
 import pydicom
 from scipy import ndimage
 
-from core import provenance
+from core import codes, provenance
 from core.volume import Volume
 
 CANVAS = (1200, 800)                 # width, height in pixels
@@ -342,8 +342,7 @@ def _render(view: str, title: str, ct: Volume | None, labels: Volume | None, g: 
         text(x, y + 26, "no analysis result", 18, weight="bold", color="#ffb040")
         y += 60
     hip = findings.get("hip_bone") or {}
-    if hip.get("left_volume_ml") is not None and status != "not_applicable" or \
-            (status == "not_applicable" and hip.get("left_volume_ml")):
+    if hip.get("left_volume_ml") is not None:
         text(x, y, f"Hip bones: left {float(hip['left_volume_ml']):.0f} mL, right "
                    f"{float(hip.get('right_volume_ml') or 0):.0f} mL", 15)
         y += 28
@@ -501,6 +500,7 @@ def build_key_image_datasets(
         sc.DerivationDescription = f"{img.title}; sacral tumour AI findings burned in ({RESEARCH_TEXT})"[:1024]
         provenance.set_body_part(sc, source_datasets)
         provenance.copy_patient_study(sc, source_datasets)
+        codes.normalise_meanings(sc)
         out.append(sc)
     return out
 

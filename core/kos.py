@@ -14,7 +14,7 @@ import highdicom as hd
 import pydicom
 from highdicom.sr import CodedConcept
 
-from core import provenance
+from core import codes, provenance
 
 KOS_SERIES_DESCRIPTION = "RESEARCH USE ONLY: sacral tumour AI key objects"
 KOS_DESCRIPTION = "Sacral tumour AI: key images, segmentation and report (research use only, not for diagnosis)"
@@ -73,6 +73,7 @@ def build_kos(
     )
     provenance.set_common_attributes(kos, source_datasets, app_version, body_part=False)  # not in the KOS IOD
     provenance.copy_patient_study(kos, source_datasets)
+    codes.normalise_meanings(kos)
     return kos
 
 

@@ -224,6 +224,7 @@ def build_seg(
     part = provenance.body_part_examined(source_datasets)
     if part:  # no Laterality: the segments carry theirs (dciodvfy errs on a General Series one here)
         seg.BodyPartExamined = part
+    codes.normalise_meanings(seg)
     log.info("SEG built: %d segments (label values %s), %d frames", len(present), present,
              int(seg.NumberOfFrames))
     return seg

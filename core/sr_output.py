@@ -280,6 +280,7 @@ def build_sr(
         specific_character_set=provenance.OUTPUT_CHARACTER_SET,
     )
     provenance.set_common_attributes(sr, source_datasets, algorithm_version)
+    codes.normalise_meanings(sr)
     if software_versions:
         sr.SoftwareVersions = software_versions
     log.info("SR built: status %s, %d measurement groups, %d warnings", status, len(groups),

@@ -191,3 +191,14 @@ def test_body_part_and_laterality_follow_the_general_series_module(tmp_path: Pat
         ds.save_as(tmp_path / f"o{i}.dcm")
         proc = subprocess.run([dciodvfy, "-new", str(tmp_path / f"o{i}.dcm")], capture_output=True, text=True)
         assert [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("Error")] == []
+
+
+def test_library_written_meanings_are_replaced_by_pydicoms() -> None:
+    """highdicom writes DCM 121232 with its own capitalisation; the outputs carry PS3.16's meaning."""
+    item = pydicom.Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = "121232", "DCM", "Source Series for Segmentation"
+    ds = pydicom.Dataset()
+    ds.ConceptNameCodeSequence = [item]
+    assert codes.normalise_meanings(ds) == 1
+    assert ds.ConceptNameCodeSequence[0].CodeMeaning == "Source series for segmentation"
+    assert codes.normalise_meanings(ds) == 0
