@@ -48,6 +48,7 @@ PANEL_BOX = (40, BANNER_PX + 60, 680, 612)   # x0, y0, width, height of the CT i
 FINDINGS_X0 = 770
 WINDOW_HU = (150.0, 1000.0)          # level, width: bone and soft tissue both readable
 OUTLINE_PX = 2
+WRAP_CHARS = 42                      # findings panel text: characters per line (about 410 px at 14 pt)
 AXIS_MM = 50.0
 RESEARCH_TEXT = "RESEARCH USE ONLY - NOT FOR DIAGNOSIS"
 KEY_IMAGES_SERIES_DESCRIPTION = "RESEARCH USE ONLY: sacral tumour AI key images"
@@ -346,18 +347,23 @@ def _render(view: str, title: str, ct: Volume | None, labels: Volume | None, g: 
         text(x, y, f"Hip bones: left {float(hip['left_volume_ml']):.0f} mL, right "
                    f"{float(hip.get('right_volume_ml') or 0):.0f} mL", 15)
         y += 28
+    prefix = "not applicable: "
     warnings = list(findings.get("warnings") or [])
-    if warnings:
+    sections = [("Warnings:", warnings)]
+    if status == "not_applicable":  # the reason first, then the other warnings
+        sections = [("Reason:", [w[len(prefix):] for w in warnings if w.startswith(prefix)]),
+                    ("Warnings:", [w for w in warnings if not w.startswith(prefix)])]
+    bottom = height - 185  # the legend starts below
+    for heading, items in sections:
+        if not items or y > bottom - 45:
+            continue
         y += 4
-        text(x, y, "Warnings:" if status != "not_applicable" else "Reason:", 15, weight="bold", color="#ffb040")
+        text(x, y, heading, 15, weight="bold", color="#ffb040")
         y += 24
-        if status == "not_applicable":
-            warnings = [w[len("not applicable: "):] if w.startswith("not applicable: ") else w for w in warnings]
-        lines = [ln for w in warnings for i, ln in enumerate(textwrap.wrap(w, 46))
-                 for ln in [("- " if i == 0 else "  ") + ln]]
-        room = int((height - 150 - y) // 21)
+        lines = [("- " if i == 0 else "  ") + ln for w in items for i, ln in enumerate(textwrap.wrap(w, WRAP_CHARS))]
+        room = int((bottom - y) // 21)
         if len(lines) > room:
-            lines = lines[:max(0, room - 1)] + ["  (more in the report)"]
+            lines = lines[:max(0, room - 1)] + ["  (more in the SR and result.json)"]
         for ln in lines:
             text(x, y, ln, 14, color="#ffd080")
             y += 21
@@ -378,7 +384,7 @@ def _render(view: str, title: str, ct: Volume | None, labels: Volume | None, g: 
             text(xx + 10, yy + 20 * (i + 1), names[k] + ("" if k in drawn_axes else " (across)"), 13,
                  va="center", color=tuple(colour))
     models = findings.get("models") or {}
-    prov = textwrap.wrap("Models: " + (provenance.model_versions(models).replace(";", ",") or "unknown"), 54)
+    prov = textwrap.wrap("Models: " + (provenance.model_versions(models).replace(";", ",") or "none run"), 54)
     footer = prov[:2] + [f"App {app_version}; window L {WINDOW_HU[0]:g} W {WINDOW_HU[1]:g} HU",
                          "Not reviewed by a physician."]
     for i, line in enumerate(footer):
