@@ -21,7 +21,8 @@ Content tree written by :func:`build_sr` (codes in ``core/codes.py``)::
         TEXT Warning (99SACRAL) x N
         TEXT Intended use statement (99SACRAL): research use only
 
-Checked with dciodvfy (no errors; warnings only for the private scheme designator) and PixelMed
+Checked with dciodvfy (no errors; warnings only for the private scheme designator and for Body Part Examined,
+which the SR IOD lacks but PACS route by) and PixelMed
 DicomSRValidator 2022 (no errors; warnings for items its TID 1411/1500 tables predate: algorithm
 identification and the classification CODE in the groups, the Finding Site modifier of the presence CODE).
 
