@@ -50,7 +50,8 @@ def summary(doc: dict, written: bool = True) -> str:
         lines.append(f"hip bones: left {h['left_volume_ml']:.0f} mL, right {h['right_volume_ml']:.0f} mL"
                      + (" (cut by the scan edge)" if h.get("truncated") else ""))
     lines += [f"warning: {w}" for w in doc.get("warnings", [])]
-    outs = [v for v in (doc.get("outputs") or {}).values() if v]
+    from core.run_state import output_files
+    outs = output_files(doc.get("outputs") or {})
     lines.append("outputs: " + (", ".join(outs + ["result.json"]) if written else "none written"))
     return "\n".join(lines)
 

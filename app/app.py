@@ -2,7 +2,8 @@
 
     series_selector -> series_to_volume -+-> segment hip bones ---+-> largest components -> hip-frame location
                                          +-> segment tumour ------+
-      -> clinical variables -> classification -> DICOM SEG -> DICOM SR (TID 1500) -> result.json + publish
+      -> clinical variables -> classification -> DICOM SEG -> DICOM SR (TID 1500) -> key images (SC)
+      -> key object selection (KOS) -> result.json + publish
 """
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from operators.clinical_variables import ClinicalVariablesOperator
 from operators.dicom_seg_writer import DicomSegWriterOperator
 from operators.dicom_sr_writer import DicomSRWriterOperator
 from operators.hip_frame_location import HipFrameLocationOperator
+from operators.key_images_writer import KeyImagesWriterOperator
+from operators.kos_writer import KosWriterOperator
 from operators.postprocess import LargestComponentOperator
 from operators.result_publisher import ResultPublisherOperator
 from operators.segmentation import SegmentationOperator
@@ -25,7 +28,7 @@ from operators.series_to_volume import SeriesToVolumeOperator
 
 
 class SacralTumourApp(Application):
-    """Noncontrast pelvic CT study in; DICOM SEG, TID 1500 SR and result.json out."""
+    """Noncontrast pelvic CT study in; DICOM SEG, TID 1500 SR, key images, KOS and result.json out."""
 
     def __init__(self, *args: Any, config: dict[str, Any], input_dir: Path, output_dir: Path, models_dir: Path,
                  **kwargs: Any) -> None:
@@ -52,6 +55,8 @@ class SacralTumourApp(Application):
         seg = DicomSegWriterOperator(self, name="dicom_seg_writer", models_dir=self.models_dir,
                                      seg_models=(m["hip_bone_seg"], m["tumour_seg"]))
         sr = DicomSRWriterOperator(self, name="dicom_sr_writer")
+        key_images = KeyImagesWriterOperator(self, name="key_images_writer")
+        kos = KosWriterOperator(self, name="kos_writer")
         publish = ResultPublisherOperator(self, name="result_publisher", outcome=self.outcome)
 
         self.add_flow(select, volume, {("state", "state")})
@@ -60,5 +65,5 @@ class SacralTumourApp(Application):
         self.add_flow(hip, largest, {("state", "hip")})
         self.add_flow(tumour, largest, {("state", "tumour")})
         for a, b in ((largest, location), (location, clinical), (clinical, classify), (classify, seg), (seg, sr),
-                     (sr, publish)):
+                     (sr, key_images), (key_images, kos), (kos, publish)):
             self.add_flow(a, b, {("state", "state")})

@@ -58,10 +58,11 @@ ARTIFICIAL_INTELLIGENCE = _cc(codes.DCM.ArtificialIntelligence)  # DCM 123110 (C
 
 # ---------------------------------------------------------------- SR concept names and units
 IMAGING_MEASUREMENT_REPORT = _cc(codes.DCM.ImagingMeasurementReport)  # DCM 126000
-CT_PROCEDURE = CodedConcept("25045-6", "LN", "CT unspecified body region")  # LOINC, CID 100
+CT_PROCEDURE = _cc(codes.LN.CTUnspecifiedBodyRegion)  # LOINC 25045-6, CID 100
 FINDING_SITE = _cc(codes.SCT.FindingSite)  # SCT 363698007
 VOLUME = _cc(codes.SCT.Volume)  # SCT 118565006
-SUM_OF_SEGMENTED_VOXEL_VOLUMES = CodedConcept("126030", "DCM", "Sum of segmented voxel volumes")  # CID 7474
+#: DCM 126030 "Sum of segmented voxel method for volume" (CID 7474), the volume measurement method
+SUM_OF_SEGMENTED_VOXEL_VOLUMES = _cc(codes.DCM.SumOfSegmentedVoxelMethodForVolume)
 IMAGING_MEASUREMENTS = _cc(codes.DCM.ImagingMeasurements)  # DCM 126010
 MEASUREMENT_GROUP = _cc(codes.DCM.MeasurementGroup)  # DCM 125007
 TRACKING_IDENTIFIER = _cc(codes.DCM.TrackingIdentifier)  # DCM 112039
@@ -89,6 +90,16 @@ LOCATION_MM = (LOCATION_DX, LOCATION_DY, LOCATION_DZ)
 ANALYSIS_STATUS = _private("SAC-STATUS", "Analysis status")
 WARNING = _private("SAC-WARNING", "Warning")
 DISCLAIMER = _private("SAC-DISCLAIMER", "Intended use statement")
+
+# ---------------------------------------------------------------- Key Object Selection titles (CID 7010)
+#: ``outputs.kos_title`` of app.yaml -> document title of the KOS (DICOM CID 7010 "Key Object Selection
+#: Document Title"); PACS show these titles next to the flagged images.
+KOS_TITLES: dict[str, CodedConcept] = {
+    "of_interest": _cc(codes.DCM.OfInterest),  # DCM 113000
+    "for_referring_provider": _cc(codes.DCM.ForReferringProvider),  # DCM 113002
+    "for_physician_review": _cc(codes.DCM.ForPhysicianReview),  # DCM 128201
+    "for_research": _cc(codes.DCM.ForResearch),  # DCM 113009
+}
 
 # ---------------------------------------------------------------- tumour types (classifier classes)
 #: canonical class key -> tumour-type code. The keys are the class names that the SR reader returns.
@@ -135,6 +146,61 @@ def tumour_class_key(name: str) -> str:
     except KeyError:
         raise ValueError(
             f"unknown tumour class {name!r}; known: {sorted(TUMOUR_TYPE_CODES)}") from None
+
+
+def _standard_meanings() -> dict[tuple[str, str], frozenset[str]]:
+    """(scheme, value) -> every meaning pydicom's code dictionary (DICOM PS3.16) gives that code."""
+    from pydicom.sr._concepts_dict import concepts
+
+    out: dict[tuple[str, str], set[str]] = {}
+    for scheme, by_keyword in concepts.items():
+        for entries in by_keyword.values():
+            for value, (meaning, _cids) in entries.items():
+                out.setdefault((scheme, value), set()).add(meaning)
+    return {k: frozenset(v) for k, v in out.items()}
+
+
+_MEANINGS: dict[tuple[str, str], frozenset[str]] | None = None
+
+
+def standard_meanings(scheme: str, value: str) -> frozenset[str]:
+    """The meanings that pydicom's dictionary (DICOM PS3.16) has for a code; empty if it lacks the code."""
+    global _MEANINGS
+    if _MEANINGS is None:
+        _MEANINGS = _standard_meanings()
+    return _MEANINGS.get((str(scheme), str(value)), frozenset())
+
+
+def standard_code(scheme: str, value: str, meaning: str) -> CodedConcept:
+    """A CodedConcept whose meaning is pydicom's (DICOM PS3.16) wherever pydicom has the code.
+
+    ``meaning`` is kept when it is one of the dictionary's meanings for the code (some codes have several,
+    e.g. SCT 29836001 "Hip" / "Hip region structure (body structure)") or when the code is not in the
+    dictionary (private and UCUM codes); otherwise the dictionary's first meaning (sorted) replaces it.
+    """
+    known = standard_meanings(scheme, value)
+    if known and meaning not in known:
+        meaning = sorted(known)[0]
+    return CodedConcept(str(value), str(scheme), str(meaning))
+
+
+def normalise_meanings(ds) -> int:
+    """Give every coded item of a dataset (recursively) pydicom's meaning where pydicom has the code.
+
+    Catches meanings that libraries write themselves (highdicom 0.28 writes DCM 121232 as "Source Series for
+    Segmentation", PS3.16 says "Source series for segmentation"). Returns the number of meanings replaced.
+    """
+    changed = 0
+    if "CodeValue" in ds and "CodingSchemeDesignator" in ds and "CodeMeaning" in ds:
+        code = standard_code(str(ds.CodingSchemeDesignator), str(ds.CodeValue), str(ds.CodeMeaning))
+        if code.meaning != str(ds.CodeMeaning):
+            ds.CodeMeaning = code.meaning
+            changed += 1
+    for elem in ds:
+        if elem.VR == "SQ":
+            for item in elem.value:
+                changed += normalise_meanings(item)
+    return changed
 
 
 def code_key(code) -> tuple[str, str]:

@@ -25,7 +25,9 @@ from typing import Any
 
 import numpy as np
 
-SCHEMA = "sacral-tumour-result/1"
+SCHEMA = "sacral-tumour-result/2"
+#: ``outputs`` of a run that wrote no DICOM (an error): the file name of each output role, or none
+NO_OUTPUTS: dict[str, Any] = {"seg": None, "sr": None, "kos": None, "key_images": []}
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
@@ -74,10 +76,15 @@ class RunState:
     probabilities: dict[str, float] = field(default_factory=dict)
     ablation: dict[str, dict[str, float]] = field(default_factory=dict)
     models: dict[str, dict[str, str]] = field(default_factory=dict)
+    hip_frame: Any = None                # core.hip_frame.HipFrame when a tumour was located
     segment_numbers: dict[str, int] = field(default_factory=dict)
     seg_dataset: Any = None              # highdicom Segmentation, referenced by the SR
+    sr_dataset: Any = None               # the TID 1500 SR, referenced by the KOS
+    key_image_datasets: list[Any] = field(default_factory=list)  # Secondary Capture key images
     # outputs staged in a private temporary folder, published together at the end
-    staged: dict[str, Path] = field(default_factory=dict)
+    staged: dict[str, Path] = field(default_factory=dict)       # role ("seg", "sr", "kos") -> staged file
+    staged_key_images: list[Path] = field(default_factory=list)
+    dicom_outputs: list[dict[str, str]] = field(default_factory=list)  # links of the staged DICOM files
     staging_dir: Path | None = None
 
     @property
@@ -98,6 +105,23 @@ class RunState:
         if message not in self.warnings:
             self.warnings.append(message)
 
+    def stage_dicom(self, role: str, name: str, ds: Any) -> Path:
+        """Write ``ds`` into the staging folder as ``name`` and record its link for result.json.
+
+        ``role`` is ``seg``, ``sr``, ``kos`` or ``key_image``; the link holds the file name, SOP Class,
+        SOP Instance and Series Instance UIDs and the modality (read from ``ds``).
+        """
+        path = self.staging() / name
+        ds.save_as(path)
+        if role == "key_image":
+            self.staged_key_images.append(path)
+        else:
+            self.staged[role] = path
+        self.dicom_outputs.append({
+            "role": role, "file": name, "modality": str(ds.Modality), "sop_class_uid": str(ds.SOPClassUID),
+            "sop_instance_uid": str(ds.SOPInstanceUID), "series_instance_uid": str(ds.SeriesInstanceUID)})
+        return path
+
     def timed(self, stage: str, seconds: float) -> None:
         self.timings[stage] = round(self.timings.get(stage, 0.0) + seconds, 3)
 
@@ -116,8 +140,26 @@ class RunState:
         return getattr(getattr(self.selection, "series", None), "series_instance_uid", None)
 
 
-def result_document(state: RunState, outputs: dict[str, str | None]) -> dict[str, Any]:
-    """The ``result.json`` document (schema ``sacral-tumour-result/1``) for a run."""
+def output_files(outputs: dict[str, Any]) -> list[str]:
+    """Every file name an ``outputs`` object of result.json names (SEG, SR, KOS, key images)."""
+    names: list[str] = []
+    for value in (outputs or {}).values():
+        if isinstance(value, str) and value:
+            names.append(value)
+        elif isinstance(value, list):
+            names += [v for v in value if v]
+    return names
+
+
+def result_document(state: RunState, outputs: dict[str, Any],
+                    dicom_outputs: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    """The ``result.json`` document (schema ``sacral-tumour-result/2``) for a run.
+
+    Schema 2 keeps every field of schema 1 and adds ``outputs.kos`` (file name or null),
+    ``outputs.key_images`` (file names), ``dicom_outputs`` (one link per published DICOM file: role, file,
+    modality, SOP Class / SOP Instance / Series Instance UID) and ``segment_numbers`` (SEG segment label ->
+    segment number; empty without a SEG).
+    """
     timings = dict(state.timings)
     timings["total"] = round(time.perf_counter() - state.started, 3)
     doc: dict[str, Any] = {
@@ -134,6 +176,8 @@ def result_document(state: RunState, outputs: dict[str, str | None]) -> dict[str
         "models": state.models,
         "timings_s": timings,
         "outputs": outputs,
+        "dicom_outputs": list(dicom_outputs or []),
+        "segment_numbers": dict(state.segment_numbers) if outputs.get("seg") else {},
     }
     if state.status == "error":
         doc["reason"] = state.reason

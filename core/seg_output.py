@@ -23,7 +23,7 @@ import pydicom
 from highdicom.sr import CodedConcept
 from pydicom.uid import ExplicitVRLittleEndian
 
-from core import codes
+from core import codes, provenance
 
 log = logging.getLogger(__name__)
 
@@ -56,16 +56,36 @@ _COLOURS = {1: (241, 214, 145), 2: (216, 186, 120), 3: (230, 40, 40)}
 
 
 def _coded(entry: Mapping[str, Any], what: str) -> CodedConcept:
+    """The code of a metadata entry; its meaning is pydicom's (DICOM PS3.16) where pydicom has the code."""
     try:
-        return CodedConcept(str(entry["value"]), str(entry["scheme"]), str(entry["meaning"]))
+        return codes.standard_code(str(entry["scheme"]), str(entry["value"]), str(entry["meaning"]))
     except (KeyError, TypeError) as exc:
         raise ValueError(f"segment {what} must be a dict with scheme, value and meaning, got {entry!r}") from exc
+
+
+def segment_algorithm(entry: Mapping[str, Any], default: hd.AlgorithmIdentificationSequence
+                      ) -> hd.AlgorithmIdentificationSequence:
+    """The algorithm of one segment: the model that produced it when the entry names one.
+
+    ``entry["algorithm"]`` (optional): ``{"name": model name, "version": model version, "sha256": hex}``;
+    the sha256 goes into Algorithm Parameters (``sha256=<hex>``).
+    """
+    algo = entry.get("algorithm")
+    if not algo:
+        return default
+    params = {"sha256": str(algo["sha256"])} if algo.get("sha256") else None
+    return hd.AlgorithmIdentificationSequence(name=str(algo["name"])[:64], version=str(algo["version"])[:64],
+                                              family=codes.ARTIFICIAL_INTELLIGENCE, parameters=params)
 
 
 def segment_description(
     segment_number: int, entry: Mapping[str, Any], *, algorithm: hd.AlgorithmIdentificationSequence,
 ) -> hd.seg.SegmentDescription:
-    """SegmentDescription of one metadata entry (category, type, optional laterality / anatomic region)."""
+    """SegmentDescription of one metadata entry (category, type, optional laterality / anatomic region).
+
+    ``algorithm`` is used unless the entry names its own (``entry["algorithm"]``, see :func:`segment_algorithm`).
+    """
+    algorithm = segment_algorithm(entry, algorithm)
     desc = hd.seg.SegmentDescription(
         segment_number=segment_number,
         segment_label=str(entry["label"]),
@@ -94,10 +114,10 @@ def build_seg(
     algorithm_name: str,
     algorithm_version: str,
     series_number: int = 900,
-    manufacturer: str = "Sacral tumour MAP (research)",
-    manufacturer_model_name: str = "sacral-tumour-map",
+    manufacturer: str = provenance.MANUFACTURER,
+    manufacturer_model_name: str = provenance.MANUFACTURER_MODEL_NAME,
     software_versions: str | None = None,
-    device_serial_number: str = "0",
+    device_serial_number: str = provenance.DEVICE_SERIAL_NUMBER,
     series_instance_uid: str | None = None,
     sop_instance_uid: str | None = None,
     source_frames: Sequence[Sequence[int]] | None = None,
@@ -111,13 +131,20 @@ def build_seg(
         labels: D-H-W integer label map (uint8 preferred; values 0..255) on exactly that grid (``labels[d, h, w]`` = row h,
             column w of ``source_datasets[d]``); value n = the segment whose entry has ``"value": n``.
         segments: one dict per label value: ``value``, ``label``, ``category``, ``type`` and optional
-            ``laterality`` / ``anatomic_region`` (each a dict with ``scheme``, ``value``, ``meaning``).
-        algorithm_name, algorithm_version: recorded as the segmentation algorithm (family
-            Artificial Intelligence, type AUTOMATIC).
+            ``laterality`` / ``anatomic_region`` (each a dict with ``scheme``, ``value``, ``meaning``;
+            meanings are replaced by pydicom's where it has the code), and optional ``algorithm``
+            (``{"name", "version", "sha256"}`` of the model that produced the segment).
+        algorithm_name, algorithm_version: the segmentation algorithm of segments without their own
+            ``algorithm`` (family Artificial Intelligence, type AUTOMATIC).
+        software_versions: Software Versions (the application's version); default
+            ``"<algorithm_name> <algorithm_version>"``.
         source_frames: only for a multi-frame source: ``source_datasets`` is then that one instance and
             ``source_frames[d]`` lists the 1-based frame number(s) of it at slice ``d`` (more than one only
             for identical duplicate frames); every frame must be listed once
             (``core.dicom_input.LoadedSeries.source_frames``).
+
+    The SEG is written in UTF-8 (``provenance.OUTPUT_CHARACTER_SET``, like every output) and carries the
+    source's Body Part Examined.
 
     Returns:
         the Segmentation. ``segment_number_map(seg)`` gives segment label -> SEG segment number (the
@@ -192,7 +219,12 @@ def build_seg(
         omit_empty_frames=True,
         series_description=SEG_SERIES_DESCRIPTION,
         content_qualification="RESEARCH",
+        specific_character_set=provenance.OUTPUT_CHARACTER_SET,
     )
+    part = provenance.body_part_examined(source_datasets)
+    if part:  # no Laterality: the segments carry theirs (dciodvfy errs on a General Series one here)
+        seg.BodyPartExamined = part
+    codes.normalise_meanings(seg)
     log.info("SEG built: %d segments (label values %s), %d frames", len(present), present,
              int(seg.NumberOfFrames))
     return seg

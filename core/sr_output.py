@@ -8,7 +8,7 @@ Content tree written by :func:`build_sr` (codes in ``core/codes.py``)::
         CONTAINER Measurement Group  "sacral tumour"                   TID 1411, if a tumour was found
           Tracking Identifier/UID, Referenced Segment (SEG + source series)
           Finding = Neoplasm, Finding Site = Sacrum
-          NUM Volume (SCT 118565006) [mL], method DCM 126030 Sum of segmented voxel volumes
+          NUM Volume (SCT 118565006) [mL], method DCM 126030 Sum of segmented voxel method for volume
           NUM u, v, w [UCUM 1]; dx, dy, dz [mm]                        private 99SACRAL concepts
           NUM Probability of <type> [UCUM 1] x 6                        private 99SACRAL concepts
           CODE Classification (SCT 278201002) = predicted tumour type
@@ -21,9 +21,15 @@ Content tree written by :func:`build_sr` (codes in ``core/codes.py``)::
         TEXT Warning (99SACRAL) x N
         TEXT Intended use statement (99SACRAL): research use only
 
-Checked with dciodvfy (no errors; warnings only for the private scheme designator) and PixelMed
+Checked with dciodvfy (no errors; warnings only for the private scheme designator and for Body Part Examined,
+which the SR IOD lacks but PACS route by) and PixelMed
 DicomSRValidator 2022 (no errors; warnings for items its TID 1411/1500 tables predate: algorithm
 identification and the classification CODE in the groups, the Finding Site modifier of the presence CODE).
+
+Provenance: each measurement group's algorithm identification (TID 4019) names the models that produced it
+(``findings["models"]``: version as "<model> <version>; ...", sha256 of each as Algorithm Parameters): the
+hip-bone groups the hip-bone model, the tumour group all three models. The header carries Software Versions
+(the application), Manufacturer's Model Name and the source's Body Part Examined (``core.provenance``).
 
 Units: volumes mL, ``dx, dy, dz`` mm in the hip-bone frame, ``u, v, w`` and probabilities dimensionless.
 """
@@ -38,7 +44,7 @@ import highdicom as hd
 import pydicom
 from highdicom.sr import CodedConcept
 
-from core import codes
+from core import codes, provenance
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +55,8 @@ STATUSES = ("tumour_found", "no_tumour", "not_applicable")
 
 TUMOUR_LABEL = "sacral tumour"
 HIP_LABELS = {"left": "hip bone left", "right": "hip bone right"}
+#: the model(s) behind the hip-bone measurement groups (keys of ``findings["models"]``)
+HIP_BONE_MODELS = ("hip_bone_seg",)
 
 
 # ---------------------------------------------------------------------------------------- writer
@@ -122,7 +130,8 @@ def build_sr(
     algorithm_name: str,
     algorithm_version: str,
     series_number: int = 901,
-    manufacturer: str = "Sacral tumour MAP (research)",
+    manufacturer: str = provenance.MANUFACTURER,
+    software_versions: str | None = None,
     series_instance_uid: str | None = None,
     sop_instance_uid: str | None = None,
 ) -> hd.sr.Comprehensive3DSR:
@@ -134,8 +143,11 @@ def build_sr(
         seg: the SEG written by ``core.seg_output.build_seg`` for the same series, or None when there is
             none (empty label map / not applicable): the report then has only the qualitative part.
         findings: the content of ``result.json`` (status, predicted_class, probabilities, tumour,
-            hip_bone, warnings, ...); class names as accepted by ``codes.tumour_class_key``.
-        algorithm_name, algorithm_version: identify the algorithm (observer device, measurement groups).
+            hip_bone, warnings, models, ...); class names as accepted by ``codes.tumour_class_key``.
+            ``models`` (``{name: {"version", "sha256"}}``) identifies the algorithm of each group.
+        algorithm_name, algorithm_version: identify the algorithm (observer device; the measurement
+            groups when ``findings`` has no ``models``).
+        software_versions: Software Versions of the header (the application's version).
 
     Raises:
         ValueError: inconsistent findings (unknown status or class, probability outside [0, 1],
@@ -150,7 +162,15 @@ def build_sr(
         if dict(findings["segment_numbers"]) != in_seg:
             raise ValueError(f"findings['segment_numbers'] {dict(findings['segment_numbers'])} "
                              f"differ from the SEG's segments {in_seg}")
-    algo = hd.sr.AlgorithmIdentification(name=algorithm_name, version=algorithm_version)
+    models = findings.get("models") or {}
+
+    def algo(names: tuple[str, ...] | None) -> hd.sr.AlgorithmIdentification:
+        """The models that produced a group (all of them when ``names`` is None), else the application."""
+        used = [n for n in (names or models) if n in models]
+        if not used:
+            return hd.sr.AlgorithmIdentification(name=algorithm_name, version=algorithm_version)
+        return hd.sr.AlgorithmIdentification(name=algorithm_name, version=provenance.model_versions(models, used),
+                                             parameters=provenance.model_sha256(models, used))
 
     groups = []
     if seg is not None:
@@ -181,7 +201,7 @@ def build_sr(
                 referenced_segment=_referenced_segment(seg, number),
                 finding_type=_fresh(codes.NEOPLASM),
                 finding_sites=[hd.sr.FindingSite(_fresh(codes.SACRUM))],
-                algorithm_id=algo,
+                algorithm_id=algo(None),
                 measurements=measurements,
                 qualitative_evaluations=evaluations or None,
             ))
@@ -196,7 +216,7 @@ def build_sr(
                 referenced_segment=_referenced_segment(seg, number),
                 finding_type=_fresh(codes.HIP),
                 finding_sites=[hd.sr.FindingSite(_fresh(codes.HIP), laterality=_fresh(laterality))],
-                algorithm_id=algo,
+                algorithm_id=algo(HIP_BONE_MODELS),
                 measurements=[_num(codes.VOLUME, volume, codes.UNIT_ML,
                                    method=_fresh(codes.SUM_OF_SEGMENTED_VOXEL_VOLUMES))],
             ))
@@ -206,7 +226,7 @@ def build_sr(
             observer_type=pydicom.sr.codedict.codes.DCM.Device,
             observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
                 uid=hd.UID(), name=algorithm_name, manufacturer_name=manufacturer,
-                model_name=f"{algorithm_name} {algorithm_version}"),
+                model_name=provenance.MANUFACTURER_MODEL_NAME),
         ))
     report = hd.sr.MeasurementReport(
         observation_context=observation_context,
@@ -258,8 +278,12 @@ def build_sr(
         is_verified=False,
         series_description=SR_SERIES_DESCRIPTION,
         coding_schemes=[codes.PRIVATE_SCHEME_ITEM],
-        specific_character_set="ISO_IR 192",
+        specific_character_set=provenance.OUTPUT_CHARACTER_SET,
     )
+    provenance.set_common_attributes(sr, source_datasets, algorithm_version)
+    codes.normalise_meanings(sr)
+    if software_versions:
+        sr.SoftwareVersions = software_versions
     log.info("SR built: status %s, %d measurement groups, %d warnings", status, len(groups),
              len(findings.get("warnings") or []))
     return sr

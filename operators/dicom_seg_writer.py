@@ -2,7 +2,8 @@
 
 Not the SDK's DICOMSegmentationWriterOperator: segment codes and laterality come from the models'
 metadata, the SEG must exist only with the other outputs (staged, then published together), and the
-mapping of label values to segment numbers is needed by the SR.
+mapping of label values to segment numbers is needed by the SR. Each segment's algorithm identification is
+the model that produced it (name, version, sha256); Software Versions is the application's version.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 import numpy as np
 from monai.deploy.core import Fragment
 
+from core import provenance
 from core.models import read_metadata
 from core.run_state import RunState
 from core.seg_output import build_seg, segment_number_map
@@ -32,15 +34,19 @@ class DicomSegWriterOperator(StageOperator):
     def run(self, state: RunState) -> None:
         if state.labels is None or not np.any(state.labels.array):
             return
-        segments = [lab for name in self.seg_models for lab in read_metadata(self.models_dir / name)["labels"]
-                    if int(lab["value"]) > 0]
+        segments = []
+        for name in self.seg_models:
+            meta = read_metadata(self.models_dir / name)
+            used = state.models.get(str(meta["name"]), {})  # the model as loaded (sha256 checked)
+            algorithm = {"name": str(meta["name"]), "version": str(used.get("version", meta["version"])),
+                         "sha256": str(used.get("sha256", meta["sha256"]))}
+            segments += [{**lab, "algorithm": algorithm} for lab in meta["labels"] if int(lab["value"]) > 0]
         app = state.config["application"]
         seg = build_seg(state.loaded.datasets, np.ascontiguousarray(state.labels.array), segments,
                         algorithm_name=app["title"], algorithm_version=str(app["version"]),
+                        software_versions=provenance.software_versions(str(app["version"])),
                         source_frames=state.loaded.source_frames)
         state.segment_numbers = segment_number_map(seg, segments)
-        path = state.staging() / SEG_FILE
-        seg.save_as(path)
-        state.staged["seg"] = path
+        state.stage_dicom("seg", SEG_FILE, seg)
         state.seg_dataset = seg
 

@@ -5,6 +5,7 @@ are coded measurements that reference the SEG's segments (``core.sr_output``).
 """
 from __future__ import annotations
 
+from core import provenance
 from core.run_state import RunState, result_document
 from core.sr_output import build_sr
 from operators.base import StageOperator
@@ -21,7 +22,7 @@ class DicomSRWriterOperator(StageOperator):
         findings["segment_numbers"] = dict(state.segment_numbers)
         app = state.config["application"]
         sr = build_sr(state.loaded.datasets, state.seg_dataset, findings,
-                      algorithm_name=app["title"], algorithm_version=str(app["version"]))
-        path = state.staging() / SR_FILE
-        sr.save_as(path)
-        state.staged["sr"] = path
+                      algorithm_name=app["title"], algorithm_version=str(app["version"]),
+                      software_versions=provenance.software_versions(str(app["version"])))
+        state.stage_dicom("sr", SR_FILE, sr)
+        state.sr_dataset = sr

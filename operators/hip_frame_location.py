@@ -24,6 +24,7 @@ class HipFrameLocationOperator(StageOperator):
             state.warn(f"not applicable: {e}")
             state.status = "not_applicable"
             return
+        state.hip_frame = frame
         loc = hip_frame.tumour_location(labels, TUMOUR, frame)
         cut = hip_frame.truncated_faces(labels, (TUMOUR,))
         if cut:

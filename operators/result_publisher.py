@@ -17,7 +17,7 @@ from typing import Any
 
 from monai.deploy.core import Fragment
 
-from core.run_state import EXIT_OUTPUT, RunFailure, RunState, result_document
+from core.run_state import NO_OUTPUTS, EXIT_OUTPUT, RunFailure, RunState, result_document
 from operators.base import StageOperator
 
 log = logging.getLogger("sacral_tumour")
@@ -81,14 +81,18 @@ class ResultPublisherOperator(StageOperator):
         spec.input("state")
 
     def run(self, state: RunState) -> None:
-        outputs: dict[str, str | None] = {"seg": None, "sr": None}
+        outputs: dict[str, Any] = {**NO_OUTPUTS, "key_images": []}
         files: dict[str, Path] = {}
+        links: list[dict[str, str]] = []
         if state.status != "error":
-            for key in ("seg", "sr"):
+            for key in ("seg", "sr", "kos"):
                 if key in state.staged:
                     outputs[key] = state.staged[key].name
                     files[state.staged[key].name] = state.staged[key]
-        doc = result_document(state, outputs)
+            outputs["key_images"] = [p.name for p in state.staged_key_images]
+            files.update({p.name: p for p in state.staged_key_images})
+            links = [link for link in state.dicom_outputs if link["file"] in files]
+        doc = result_document(state, outputs, links)
         staging = state.staging()
         (staging / RESULT_FILE).write_text(json.dumps(doc, indent=2) + "\n")
         files[RESULT_FILE] = staging / RESULT_FILE
@@ -97,7 +101,7 @@ class ResultPublisherOperator(StageOperator):
         except OSError as e:
             if state.exit_code != EXIT_OUTPUT:  # keep the pre-flight's reason when it already said so
                 state.fail(f"cannot write the outputs: {e.strerror or type(e).__name__}", EXIT_OUTPUT)
-            doc = result_document(state, {"seg": None, "sr": None})
+            doc = result_document(state, {**NO_OUTPUTS, "key_images": []})
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         self.outcome.update(document=doc, exit_code=state.exit_code)

@@ -4,6 +4,7 @@ The application is run as deployed: ``python -m app -i IN -o OUT -m MODELS`` in 
 """
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -47,6 +48,33 @@ def models_dir() -> Path:
     if not (MODELS / "hip_bone_seg" / "metadata.json").is_file():
         pytest.fail(f"no models in {MODELS}: run `python -m training.train_all` (see models/README.md)")
     return MODELS
+
+
+@pytest.fixture(scope="session")
+def studies(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> dict[str, tuple[dict, AppRun]]:
+    """Two generated studies (a chordoma and one without tumour), each run once through the app per session:
+    ``{"tumour": (manifest row + "root", run), "none": (...)}``."""
+    from training.phantom import generate_cohort
+
+    root = tmp_path_factory.mktemp("app_studies")
+    manifest = generate_cohort(root / "cohort", n=2, seed=424242, classes=["chordoma"], no_tumour_fraction=0.5)
+    with open(manifest, newline="") as f:
+        rows = list(csv.DictReader(f))
+    out = {}
+    for row in rows:
+        run = run_app(manifest.parent / row["dicom_dir"], root / "out" / row["case_id"], models_dir)
+        key = "tumour" if row["tumour_class"] != "none" else "none"
+        out[key] = (dict(row, root=str(manifest.parent)), run)
+    return out
+
+
+@pytest.fixture(scope="session")
+def real_run(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> AppRun:
+    """The real 20-slice vendor series (contrast-enhanced abdomen, no pelvis) run once through the app."""
+    real = SHARED_DATA / "real_ct_abdomen_j2k"
+    if not real.is_dir():
+        pytest.fail(f"{real} missing: ../shared/data must be beside the repository")
+    return run_app(real, tmp_path_factory.mktemp("real_run") / "out", models_dir)
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,6 @@ and references, the SR reader for the coded findings, and Dice against the phant
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import os
@@ -20,33 +19,13 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
-from conftest import SHARED_DATA, AppRun, run_app
+from conftest import AppRun, run_app
 from core.dicom_input import load_volume, scan_folder, select_series
+from core.run_state import output_files
 from core.sr_output import read_sr_findings
 from core.volume import from_sitk
 
 CLASSES = ["metastasis", "chondrosarcoma", "osteosarcoma", "chordoma", "neurogenic_tumour", "giant_cell_tumour"]
-REAL_SERIES = SHARED_DATA / "real_ct_abdomen_j2k"
-
-
-def _rows(manifest: Path) -> list[dict[str, str]]:
-    with open(manifest, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-@pytest.fixture(scope="module")
-def studies(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> dict[str, tuple[dict, AppRun]]:
-    """Two generated studies (a chordoma and one without tumour), each run once through the app."""
-    from training.phantom import generate_cohort
-
-    root = tmp_path_factory.mktemp("app_studies")
-    manifest = generate_cohort(root / "cohort", n=2, seed=424242, classes=["chordoma"], no_tumour_fraction=0.5)
-    out = {}
-    for row in _rows(manifest):
-        run = run_app(manifest.parent / row["dicom_dir"], root / "out" / row["case_id"], models_dir)
-        key = "tumour" if row["tumour_class"] != "none" else "none"
-        out[key] = (dict(row, root=str(manifest.parent)), run)
-    return out
 
 
 def _reference(row: dict) -> np.ndarray:
@@ -76,7 +55,7 @@ def test_tumour_study_result_json(studies: dict) -> None:
     row, run = studies["tumour"]
     assert run.returncode == 0, run.stderr[-2000:]
     doc = run.result
-    assert doc["schema"] == "sacral-tumour-result/1"
+    assert doc["schema"] == "sacral-tumour-result/2"
     assert doc["status"] == "tumour_found"
     assert doc["study_instance_uid"] == row["study_instance_uid"]
     assert doc["series_instance_uid"] == row["series_instance_uid"]
@@ -88,9 +67,10 @@ def test_tumour_study_result_json(studies: dict) -> None:
     assert doc["clinical"]["age_years"] == pytest.approx(float(row["age"]), abs=1.0)
     assert doc["clinical"]["sex"] == row["sex"] and doc["clinical"]["imputed"] == []
     assert doc["timings_s"]["total"] > 0
-    for key in ("seg", "sr"):
+    for key in ("seg", "sr", "kos"):
         assert (run.output_dir / doc["outputs"][key]).is_file()
-    assert sorted(p.name for p in run.output_dir.iterdir()) == sorted(["result.json", *doc["outputs"].values()])
+    assert len(doc["outputs"]["key_images"]) == 3
+    assert sorted(p.name for p in run.output_dir.iterdir()) == sorted(["result.json", *output_files(doc["outputs"])])
     assert "status: tumour_found" in run.stdout
 
 
@@ -173,18 +153,16 @@ def test_no_tumour_study(studies: dict) -> None:
     assert "no sacral tumour detected" in sr["summary"].lower()
 
 
-def test_real_vendor_series_is_not_applicable(tmp_path: Path, models_dir: Path) -> None:
+def test_real_vendor_series_is_not_applicable(real_run: AppRun) -> None:
     """A contrast-enhanced abdominal series (no pelvis): analysed outside its validated use, never a crash."""
-    if not REAL_SERIES.is_dir():
-        pytest.fail(f"{REAL_SERIES} missing: ../shared/data must be beside the repository")
-    run = run_app(REAL_SERIES, tmp_path / "out", models_dir)
+    run = real_run
     assert run.returncode == 0, run.stderr[-2000:]
     doc = run.result
     assert doc["status"] in ("not_applicable", "no_tumour")
     assert "series is contrast-enhanced: outside the validated use" in doc["warnings"]
     if doc["status"] == "not_applicable":
         assert any(w.startswith("not applicable:") for w in doc["warnings"])
-    sr = read_sr_findings(tmp_path / "out" / doc["outputs"]["sr"])
+    sr = read_sr_findings(run.output_dir / doc["outputs"]["sr"])
     assert sr["status"] == doc["status"]
     assert any("contrast" in w for w in sr["warnings"])
 
@@ -197,7 +175,8 @@ def test_unusable_input_is_an_error(tmp_path: Path, models_dir: Path) -> None:
     assert run.stderr.strip().splitlines()[-1].startswith("error: ")
     doc = run.result
     assert doc["status"] == "error" and doc["reason"]
-    assert doc["outputs"] == {"seg": None, "sr": None}
+    assert doc["outputs"] == {"seg": None, "sr": None, "kos": None, "key_images": []}
+    assert doc["dicom_outputs"] == [] and doc["segment_numbers"] == {}
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["result.json"]
 
 

@@ -25,6 +25,7 @@ from pydicom.uid import EnhancedCTImageStorage, LegacyConvertedEnhancedCTImageSt
 
 from conftest import AppRun, run_app
 from core.dicom_input import InputError, ensure_copied_attributes, load_volume, scan_folder
+from core.run_state import output_files
 from core.seg_output import SEGMENT_DEFAULTS, build_seg
 from core.series_selection import select_series
 from core.sr_output import build_sr, read_sr_findings
@@ -321,7 +322,9 @@ def test_app_gives_the_classic_findings(app_runs: dict, form: str) -> None:
 @pytest.mark.parametrize("form", ["legacy", "enhanced"])
 def test_app_outputs_pass_dciodvfy_and_dcentvfy(app_runs: dict, form: str) -> None:
     folder, run = app_runs[form]
-    seg, sr = (run.output_dir / run.result["outputs"][k] for k in ("seg", "sr"))
-    assert _tool_errors("dciodvfy", seg) == []
-    assert _tool_errors("dciodvfy", sr) == []
-    assert _tool_errors("dcentvfy", *folder.iterdir(), seg, sr) == []
+    outputs = run.result["outputs"]
+    assert outputs["seg"] and outputs["sr"] and outputs["kos"] and outputs["key_images"]
+    paths = [run.output_dir / name for name in output_files(outputs)]  # SEG, SR, KOS, key images
+    for path in paths:
+        assert _tool_errors("dciodvfy", path) == [], path.name
+    assert _tool_errors("dcentvfy", *folder.iterdir(), *paths) == []

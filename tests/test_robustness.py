@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from conftest import REPO
+from core.run_state import output_files
 from robust_cases import ALL_CASES, IDENT, NON_ASCII_NAME, CaseRun, Cases
 
 ANALYSED = ("tumour_found", "no_tumour", "not_applicable")
@@ -75,7 +76,7 @@ def assert_refused(run: CaseRun, exit_code: int, *fragments: str) -> dict[str, A
     for f in fragments:
         assert f in doc["reason"], doc["reason"]
     assert f"error: {doc['reason']}" in run.run.stderr
-    assert doc["outputs"] == {"seg": None, "sr": None}
+    assert doc["outputs"] == {"seg": None, "sr": None, "kos": None, "key_images": []}
     assert sorted(p.name for p in run.run.output_dir.iterdir()) == ["result.json"]
     return doc
 
@@ -90,7 +91,7 @@ def test_nothing_partial_and_staging_removed(cases: Cases, name: str) -> None:
     present = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
     if run.has_result:
         doc = run.result
-        named = [v for v in doc["outputs"].values() if v]
+        named = output_files(doc["outputs"])
         assert present == sorted(["result.json", *named])
         if doc["status"] == "error":
             assert named == [] and run.run.returncode in (1, 2, 3)
@@ -169,10 +170,12 @@ def _assert_missing_clinical(run: CaseRun, cases: Cases) -> dict[str, Any]:
 def test_missing_age_sex_dates_and_non_ascii_name(cases: Cases) -> None:
     run = cases.run("clinical_missing_non_ascii")
     doc = _assert_missing_clinical(run, cases)
-    for key in ("seg", "sr"):  # the DICOM outputs carry the patient's name, correctly encoded
-        if doc["outputs"][key]:
-            ds = pydicom.dcmread(run.run.output_dir / doc["outputs"][key])
-            assert str(ds.PatientName) == NON_ASCII_NAME
+    names = output_files(doc["outputs"])
+    assert doc["outputs"]["sr"] in names and doc["outputs"]["kos"] in names and doc["outputs"]["key_images"]
+    for name in names:  # every DICOM output carries the patient's name, correctly encoded, in one character set
+        ds = pydicom.dcmread(run.run.output_dir / name)
+        assert str(ds.PatientName) == NON_ASCII_NAME, name
+        assert ds.SpecificCharacterSet == "ISO_IR 192", name
 
 
 def test_malformed_age_birth_date_sex_and_study_date(cases: Cases) -> None:

@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.run_state import NO_OUTPUTS, SCHEMA
 from validation.manifest import Case
 from validation.provenance import models_provenance
 
@@ -158,8 +159,9 @@ def run_study(cfg: RunConfig, case: Case) -> bool:
         reason = (f"the application did not finish within {cfg.timeout_s:g} s" if timed_out else
                   f"the application exited with code {code} without writing result.json")
         write_json_atomic(staging / "result.json", {
-            "schema": "sacral-tumour-result/1", "status": "error", "reason": reason, "warnings": [],
-            "predicted_class": None, "probabilities": {}, "outputs": {}, RUNNER_GENERATED: True})
+            "schema": SCHEMA, "status": "error", "reason": reason, "warnings": [],
+            "predicted_class": None, "probabilities": {}, "outputs": dict(NO_OUTPUTS), "dicom_outputs": [],
+            RUNNER_GENERATED: True})
     write_json_atomic(staging / "runner.json", {
         "exit_code": code, "timed_out": timed_out, "wall_s": wall,
         "mode": "image" if cfg.image else "python", "image": cfg.image,

@@ -7,6 +7,7 @@ C-STORE its DICOM output and check with QIDO-RS that the derived series landed i
 from __future__ import annotations
 
 import csv
+import json
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -32,6 +33,7 @@ from .orthanc import (
 
 N_SLICES, ROWS, COLS = 10, 64, 64
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
+KOS_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.88.59"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -148,7 +150,8 @@ def test_pacs_roundtrip_derived_series_in_same_study(orthanc: OrthancServer, tmp
     studies = qido_studies(orthanc)
     assert [dicom_json_value(s, "0020000D") for s in studies] == [ct0.StudyInstanceUID]
 
-    # QIDO-RS: the input series with all their instances + exactly one SEG and one SR series, in the CT's study
+    # QIDO-RS: the input series with all their instances + one series each of SEG (when anything was segmented),
+    # SR, key images (OT, Secondary Capture) and KOS, in the CT's study
     series = qido_series(orthanc, result.study_uid)
     sent_counts: dict[str, int] = {}
     for p in sent:
@@ -158,17 +161,33 @@ def test_pacs_roundtrip_derived_series_in_same_study(orthanc: OrthancServer, tmp
                    for s in series}
     assert {uid: qido_counts.get(uid) for uid in sent_counts} == sent_counts
     derived = [s for s in series if dicom_json_value(s, "0020000E") not in sent_counts]
-    assert sorted(str(dicom_json_value(s, "00080060")) for s in derived) == ["SEG", "SR"]
-    assert all(int(dicom_json_value(s, "00201209")) == 1 for s in derived)  # type: ignore[arg-type]
+    doc = json.loads((tmp_path / "gateway/output/result.json").read_text())
+    expected = {"SR": 1, "KO": 1, "OT": len(doc["outputs"]["key_images"]), **({"SEG": 1} if doc["outputs"]["seg"] else {})}
+    assert expected["OT"] in (1, 3)
+    assert {str(dicom_json_value(s, "00080060")): int(dicom_json_value(s, "00201209"))  # type: ignore[arg-type]
+            for s in derived} == expected
+    # every object result.json links to was accepted, under the UIDs result.json gives
+    stored = {str(dicom_json_value(s, "0020000E")) for s in derived}
+    assert {link["series_instance_uid"] for link in doc["dicom_outputs"]} == stored
+    for link in doc["dicom_outputs"]:
+        instances = orthanc.get_json(f"/dicom-web/studies/{result.study_uid}/series/{link['series_instance_uid']}"
+                                     "/instances", accept="application/dicom+json")
+        assert link["sop_instance_uid"] in {str(dicom_json_value(i, "00080018")) for i in instances}  # type: ignore[union-attr]
+    # the stored KOS references exactly the other stored objects of this run
+    kos = pydicom.dcmread(next(p for p in result.output_files
+                               if pydicom.dcmread(p, stop_before_pixels=True).SOPClassUID == KOS_SOP_CLASS))
+    refs = {str(r.ReferencedSOPInstanceUID) for item in kos.ContentSequence for r in item.get("ReferencedSOPSequence", [])}
+    assert refs == {link["sop_instance_uid"] for link in doc["dicom_outputs"] if link["role"] != "kos"}
     assert "CT" in {dicom_json_value(s, "00080060") for s in series if s not in derived}
     for s in series:
         assert dicom_json_value(s, "0020000D") in (None, ct0.StudyInstanceUID)
 
     # the stored SEG references a CT series that was sent
-    seg = pydicom.dcmread(next(p for p in result.output_files
-                               if pydicom.dcmread(p, stop_before_pixels=True).SOPClassUID == SEG_SOP_CLASS))
-    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID in sent_counts
-    assert seg.StudyInstanceUID == ct0.StudyInstanceUID
+    if doc["outputs"]["seg"]:
+        seg = pydicom.dcmread(next(p for p in result.output_files
+                                   if pydicom.dcmread(p, stop_before_pixels=True).SOPClassUID == SEG_SOP_CLASS))
+        assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID in sent_counts
+        assert seg.StudyInstanceUID == ct0.StudyInstanceUID
 
 
 @pytest.mark.parametrize("method", ["c-get", "wado-rs"])

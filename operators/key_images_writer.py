@@ -1,0 +1,37 @@
+"""Step 8c: key images (Secondary Capture, true colour) of the findings, staged for publication.
+
+For PACS viewers that show neither SEG overlays nor SR content: an axial, a coronal and a sagittal view
+through the tumour (``tumour_found``), or one axial view saying "No sacral tumour detected" / why the series
+was not applicable (``core.key_images``). Left out when ``outputs.key_images`` of app.yaml is false.
+"""
+from __future__ import annotations
+
+from core import hip_frame
+from core.key_images import build_key_image_datasets, render_key_images
+from core.postprocess import HIP_LEFT, HIP_RIGHT
+from core.run_state import RunState, result_document
+from operators.base import StageOperator
+
+KEY_IMAGE_FILE = "sacral_tumour_key_{index}_{view}.dcm"
+
+
+class KeyImagesWriterOperator(StageOperator):
+    stage = "write_key_images"
+    runs_when_finished = True  # a not_applicable run gets an image that says why
+
+    def run(self, state: RunState) -> None:
+        if not state.config["outputs"]["key_images"]:
+            return
+        findings = result_document(state, outputs={})
+        frame = state.hip_frame
+        if frame is None and state.labels is not None and state.status == "no_tumour":
+            try:  # the frame is only computed when there is a tumour to locate
+                frame = hip_frame.hip_frame_from_labels(state.labels, HIP_LEFT, HIP_RIGHT)
+            except hip_frame.HipFrameError:
+                frame = None
+        version = str(state.config["application"]["version"])
+        images = render_key_images(state.loaded.volume, state.labels, findings, frame, app_version=version)
+        datasets = build_key_image_datasets(state.loaded.datasets, images, state.loaded.volume, app_version=version)
+        for i, (img, ds) in enumerate(zip(images, datasets), start=1):
+            state.stage_dicom("key_image", KEY_IMAGE_FILE.format(index=i, view=img.view), ds)
+        state.key_image_datasets = datasets
