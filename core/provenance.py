@@ -44,9 +44,11 @@ UNPAIRED_BODY_PARTS = frozenset(
 
 def set_body_part(ds: pydicom.Dataset, source_datasets: Sequence[pydicom.Dataset]) -> None:
     """Body Part Examined from the source and, for an image (General Series module), Laterality as the
-    General Series module asks (type 2C: absent for unpaired body parts, else the source's value or empty)."""
+    General Series module asks (type 2C: absent for unpaired body parts; the source's value or empty for paired,
+    non-standard or unknown ones)."""
     part = body_part_examined(source_datasets)
-    if not part:
+    if not part:   # unknown body part: it may be paired, so Laterality is present (the source's, else empty)
+        ds.Laterality = str(source_datasets[0].get("Laterality", "") or "") if source_datasets else ""
         return
     ds.BodyPartExamined = part
     if part not in UNPAIRED_BODY_PARTS:
