@@ -17,6 +17,7 @@ import math
 import numpy as np
 from scipy import ndimage, sparse
 
+from training.phantom.draws import clip
 from training.phantom.params import PatientParams, ScanParams
 
 # (manufacturer, model, (soft kernels), (sharp kernels), institution) per synthetic site
@@ -30,10 +31,6 @@ SITES: dict[str, tuple[str, str, tuple[str, ...], tuple[str, ...], str]] = {
 }
 #: coverage kinds and their probabilities
 COVERAGE = {"pelvis": 0.5, "abdomen_pelvis": 0.25, "cut_acetabulum": 0.1, "cut_iliac_wing": 0.1, "low_pelvis": 0.05}
-
-
-def _clip(v: float, lo: float, hi: float) -> float:
-    return float(min(max(v, lo), hi))
 
 
 def coverage_range(rng: np.random.Generator, kind: str, patient: PatientParams) -> tuple[float, float]:
@@ -89,11 +86,11 @@ def sample_scan(rng: np.random.Generator, patient: PatientParams, full_size: boo
             lo, hi = coverage_range(rng, kind, patient)
     b = patient.body
     body_half = (158.0 * b.body_width * patient.shape.width + 25.0 * b.visceral_fat + b.fat_mm) * s
-    fov = _clip(2 * body_half + rng.uniform(-40, 90), 300.0, 500.0)
+    fov = clip(2 * body_half + rng.uniform(-40, 90), 300.0, 500.0)
     off = rng.normal(0, 15, size=2) if rng.random() < 0.8 else rng.uniform(-60, 60, size=2)
     tx, ty = float(off[0]), float(off[1]) * 0.6
     tz = rng.uniform(-450, 50)
-    rot = _clip(rng.normal(0, 5), -15, 15)
+    rot = clip(rng.normal(0, 5), -15, 15)
     if full_size:
         matrix = 512
         spacing = float(rng.choice([0.625, 1.0, 1.25, 2.0, 2.5, 3.0, 5.0], p=[0.1, 0.25, 0.15, 0.1, 0.15, 0.15, 0.1]))
@@ -105,12 +102,12 @@ def sample_scan(rng: np.random.Generator, patient: PatientParams, full_size: boo
                 lo, hi = lo - (305.0 - (hi - lo)) / 2.0, hi + (305.0 - (hi - lo)) / 2.0
         native_noise = rng.uniform(9.0, 22.0) * (3.0 if is_sharp else 1.0) * (0.7 if iterative else 1.0)
         noise = native_noise * (1.0 / max(thickness, 0.625)) ** 0.5 * s ** 1.5
-        noise = _clip(noise, 6.0, 160.0)
+        noise = clip(noise, 6.0, 160.0)
     else:
         matrix = int(rng.choice([128, 160]))
         spacing = float(rng.choice([2.0, 2.5, 3.0, 3.0, 4.0, 5.0]))
         thickness = float(rng.choice([spacing, min(5.0, spacing + 1.0)]))
-        noise = _clip(rng.lognormal(math.log(13.0), 0.35) * s ** 1.5 * (1.4 if is_sharp else 1.0), 5.0, 45.0)
+        noise = clip(rng.lognormal(math.log(13.0), 0.35) * s ** 1.5 * (1.4 if is_sharp else 1.0), 5.0, 45.0)
     ps = round(fov / matrix, 4)
     lo = round(lo, 1)
     n = int(math.ceil((hi - lo) / spacing)) + 1

@@ -14,6 +14,7 @@ import math
 
 import numpy as np
 
+from training.phantom.draws import clip, random_unit
 from training.phantom import appearance
 from training.phantom.anatomy import sacrum_geometry
 from training.phantom.params import (
@@ -28,15 +29,6 @@ from training.phantom.params import (
 from training.phantom.tumour import check_world, sample_demographics, sample_tumour
 
 
-def _clip(v: float, lo: float, hi: float) -> float:
-    return float(min(max(v, lo), hi))
-
-
-def _random_unit(rng: np.random.Generator) -> np.ndarray:
-    v = rng.normal(size=3)
-    return v / (np.linalg.norm(v) + 1e-9)
-
-
 def sample_shape(rng: np.random.Generator, sex: str) -> PelvisShape:
     """Pelvic shape and pose of one patient."""
     female = sex == "F"
@@ -44,23 +36,23 @@ def sample_shape(rng: np.random.Generator, sex: str) -> PelvisShape:
     lumbosacral = ("transitional_left" if u < 0.03 else "transitional_right" if u < 0.06
                    else "transitional_both" if u < 0.09 else "normal")
     return PelvisShape(
-        width=_clip(rng.normal(1.05 if female else 0.98, 0.04), 0.88, 1.16),
-        depth=_clip(rng.normal(1.0, 0.05), 0.88, 1.14),
-        height=_clip(rng.normal(0.95 if female else 1.0, 0.04), 0.85, 1.1),
-        subpubic=_clip(rng.normal(0.10 if female else 0.0, 0.03), -0.05, 0.18),
-        asymmetry=_clip(rng.normal(0.0, 0.025), -0.07, 0.07),
-        tilt_deg=_clip(rng.normal(0.0, 7.0), -15.0, 15.0),
-        yaw_deg=_clip(rng.normal(0.0, 3.0), -8.0, 8.0),
-        roll_deg=_clip(rng.normal(0.0, 3.0), -8.0, 8.0),
+        width=clip(rng.normal(1.05 if female else 0.98, 0.04), 0.88, 1.16),
+        depth=clip(rng.normal(1.0, 0.05), 0.88, 1.14),
+        height=clip(rng.normal(0.95 if female else 1.0, 0.04), 0.85, 1.1),
+        subpubic=clip(rng.normal(0.10 if female else 0.0, 0.03), -0.05, 0.18),
+        asymmetry=clip(rng.normal(0.0, 0.025), -0.07, 0.07),
+        tilt_deg=clip(rng.normal(0.0, 7.0), -15.0, 15.0),
+        yaw_deg=clip(rng.normal(0.0, 3.0), -8.0, 8.0),
+        roll_deg=clip(rng.normal(0.0, 3.0), -8.0, 8.0),
         deform_mm=float(rng.uniform(2.0, 6.0)), deform_seed=int(rng.integers(0, 2**31)),
         lumbosacral=lumbosacral, l5s1_disc_mm=float(rng.uniform(3.0, 12.0)),
-        femoral_head_mm=_clip(rng.normal(23.5 if not female else 21.0, 1.3), 17.0, 27.0),
+        femoral_head_mm=clip(rng.normal(23.5 if not female else 21.0, 1.3), 17.0, 27.0),
     )
 
 
 def sample_implants(rng: np.random.Generator, age: int) -> Implants:
     """Hip prostheses and spinal fixation (more frequent with age; enriched so that training sees them)."""
-    p_hip = 0.03 + 0.12 * _clip((age - 50) / 30.0, 0.0, 1.0)
+    p_hip = 0.03 + 0.12 * clip((age - 50) / 30.0, 0.0, 1.0)
     u = rng.random()
     hip = "none"
     if u < p_hip:
@@ -72,13 +64,13 @@ def sample_implants(rng: np.random.Generator, age: int) -> Implants:
 
 def sample_body(rng: np.random.Generator, sex: str, age: int) -> Body:
     """Soft tissue, organs and normal findings (the tumour model's distractors)."""
-    old = _clip((age - 40) / 40.0, 0.0, 1.0)
-    obese = _clip(rng.beta(2.0, 4.0) * 1.5, 0.0, 1.0)
-    fat = _clip(rng.lognormal(math.log(16.0 if sex == "M" else 24.0), 0.35) * (0.6 + obese), 4.0, 95.0)
+    old = clip((age - 40) / 40.0, 0.0, 1.0)
+    obese = clip(rng.beta(2.0, 4.0) * 1.5, 0.0, 1.0)
+    fat = clip(rng.lognormal(math.log(16.0 if sex == "M" else 24.0), 0.35) * (0.6 + obese), 4.0, 95.0)
     bowel = []
     for _ in range(int(rng.integers(5, 14))):
         p0 = np.array([rng.uniform(-95, 95), rng.uniform(-85, 10), rng.uniform(-10, 260)])
-        p1 = p0 + _random_unit(rng) * rng.uniform(15, 60)
+        p1 = p0 + random_unit(rng) * rng.uniform(15, 60)
         p1[2] = max(p1[2], -20.0)
         gas = float(rng.choice([0.0, 0.0, 0.3, 0.6, 1.0]))
         stool = float(rng.choice([0.0, 0.0, 0.5, 1.0]))
@@ -93,12 +85,12 @@ def sample_body(rng: np.random.Generator, sex: str, age: int) -> Body:
         s = 1 if rng.random() < 0.5 else -1
         nodes.append((s * rng.uniform(40, 80), rng.uniform(-45, 20), rng.uniform(-70, 90), rng.uniform(3.0, 7.5)))
     return Body(
-        fat_mm=fat, body_width=_clip(rng.normal(1.0, 0.05), 0.88, 1.14), visceral_fat=obese,
+        fat_mm=fat, body_width=clip(rng.normal(1.0, 0.05), 0.88, 1.14), visceral_fat=obese,
         muscle_hu=float(rng.uniform(38.0, 60.0)), fat_hu=float(rng.uniform(-115.0, -85.0)),
-        arms="down" if rng.random() < 0.3 else "up", bladder_fill=_clip(rng.uniform(0.2, 1.4), 0.2, 1.4),
+        arms="down" if rng.random() < 0.3 else "up", bladder_fill=clip(rng.uniform(0.2, 1.4), 0.2, 1.4),
         bowel=tuple(bowel), rectal_gas=float(rng.uniform(0.0, 0.7)), rectal_stool=float(rng.uniform(0.0, 1.0)),
         phleboliths=tuple(tuple(float(v) for v in x) for x in phleb),
-        vascular_calcification=_clip(rng.normal(old ** 2, 0.15), 0.0, 1.0) if age > 40 else 0.0,
+        vascular_calcification=clip(rng.normal(old ** 2, 0.15), 0.0, 1.0) if age > 40 else 0.0,
         lymph_nodes=tuple(tuple(float(v) for v in x) for x in nodes), organ_seed=int(rng.integers(0, 2**31)),
     )
 
@@ -130,7 +122,7 @@ def sample_patient(rng: np.random.Generator, case_id: str, tumour_class: str | N
     scale = rng.normal(1.03 if sex == "M" else 0.96, 0.05)
     if age < 16:
         scale -= 0.012 * (16 - age)
-    scale = _clip(scale, 0.85, 1.2)
+    scale = clip(scale, 0.85, 1.2)
     shape = sample_shape(rng, sex)
     bone = appearance.sample_bone(rng, age, sex)
     implants = sample_implants(rng, age)

@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
+from training.phantom.draws import clip, random_unit
 from training.phantom.shapes import Func, Prim, ell_sdf
 
 NO_TUMOUR = "none"
@@ -88,10 +89,6 @@ MANIFEST_FIELDS: tuple[str, ...] = ("tumour_matrix", "tumour_margin", "tumour_si
                                     "tumour_typical_matrix")
 
 
-def _clip(v: float, lo: float, hi: float) -> float:
-    return float(min(max(v, lo), hi))
-
-
 # age: (mean, sd, min, max) per class; osteosarcoma is a young/old mixture (primary / secondary)
 _AGE = {"metastasis": (63, 12, 30, 90), "chordoma": (58, 13, 25, 88), "chondrosarcoma": (50, 14, 18, 85),
         "neurogenic_tumour": (46, 14, 16, 82), "giant_cell_tumour": (35, 11, 14, 72), NO_TUMOUR: (55, 16, 18, 90)}
@@ -105,10 +102,10 @@ def sample_demographics(rng: np.random.Generator, cls: str) -> tuple[int, str]:
     if cls == "osteosarcoma":
         p_young, young, old = _OSTEO_AGE
         a = rng.normal(*young) if rng.random() < p_young else rng.normal(*old)
-        age = int(round(_clip(a, 9, 85)))
+        age = int(round(clip(a, 9, 85)))
     else:
         mu, sd, lo, hi = _AGE[cls]
-        age = int(round(_clip(rng.normal(mu, sd), lo, hi)))
+        age = int(round(clip(rng.normal(mu, sd), lo, hi)))
     sex = "M" if rng.random() < _P_MALE[cls] else "F"
     return age, sex
 
@@ -131,15 +128,10 @@ def _level_name(level: float) -> str:
     return ["S1", "S1", "S2", "S2", "S3", "S4", "S5", "Co", "Co", "Co"][min(int(level * 10), 9)]
 
 
-def _random_unit(rng: np.random.Generator) -> np.ndarray:
-    v = rng.normal(size=3)
-    return v / (np.linalg.norm(v) + 1e-9)
-
-
 def sample_tumour(rng: np.random.Generator, cls: str, sac: SacrumLike, scale: float) -> TumourParams:
     """Draw a tumour of class ``cls`` in the sacrum ``sac`` of a patient of size ``scale``."""
     med, lsd = _VOLUME[cls]
-    vol_ml = _clip(med * math.exp(rng.normal(0.0, lsd)), 8.0, 700.0)
+    vol_ml = clip(med * math.exp(rng.normal(0.0, lsd)), 8.0, 700.0)
     typical_loc = bool(rng.random() < P_TYPICAL_LOCATION)
     typical_mat = bool(rng.random() < P_TYPICAL_MATRIX)
     side = 1.0 if rng.random() < 0.5 else -1.0
@@ -180,7 +172,7 @@ def sample_tumour(rng: np.random.Generator, cls: str, sac: SacrumLike, scale: fl
     if cls == "neurogenic_tumour":
         aspect = np.exp(rng.normal(0.0, 0.05, size=3))
     for _ in range(n_lobes):
-        u = _random_unit(rng)
+        u = random_unit(rng)
         lobes.append((float(u[0]), float(u[1]), float(u[2]), float(rng.uniform(*lobe_amp))))
     aspect = aspect / np.prod(aspect) ** (1.0 / 3.0)
     angle = float(rng.uniform(-30, 30))
@@ -205,7 +197,7 @@ def sample_tumour(rng: np.random.Generator, cls: str, sac: SacrumLike, scale: fl
     elements: list[tuple[float, ...]] = []
 
     def inside_point(frac: float) -> np.ndarray:
-        u = _random_unit(rng) * rng.uniform(0.0, 1.0) ** (1.0 / 3.0) * frac
+        u = random_unit(rng) * rng.uniform(0.0, 1.0) ** (1.0 / 3.0) * frac
         return u * np.asarray(radii)
 
     if matrix == "lytic_specks":
@@ -214,7 +206,7 @@ def sample_tumour(rng: np.random.Generator, cls: str, sac: SacrumLike, scale: fl
             elements.append((*p, rng.uniform(1.0, 2.2), 0, rng.uniform(300, 700), 0, 0, 1))
     elif matrix == "chondroid":
         for _ in range(int(rng.integers(8, 22))):
-            p, n = inside_point(0.85), _random_unit(rng)
+            p, n = inside_point(0.85), random_unit(rng)
             elements.append((*p, rng.uniform(2.5, 6.0), 1, rng.uniform(450, 950), *n))
     elif matrix == "osteoid":
         for _ in range(int(rng.integers(3, 7))):

@@ -80,9 +80,10 @@ from typing import ClassVar
 
 import numpy as np
 
+from training.phantom.draws import clip, random_unit
 from training.phantom.appearance import _erfinv, texture
 from training.phantom.shapes import Ellipsoid, Func, Prim
-from training.phantom.tumour import SacrumLike, TumourParams, _level_name, _random_unit, lobulated
+from training.phantom.tumour import SacrumLike, TumourParams, _level_name, lobulated
 
 NO_TUMOUR = "none"
 CLASSES = ("metastasis", "chondrosarcoma", "osteosarcoma", "chordoma", "neurogenic_tumour", "giant_cell_tumour")
@@ -119,10 +120,6 @@ class TumourParamsV2(TumourParams):
     lateral: float = 0.0             # fraction of the sacral half width (+ left)
 
 
-def _clip(v: float, lo: float, hi: float) -> float:
-    return float(min(max(v, lo), hi))
-
-
 # --- demographics ----------------------------------------------------------------------------------------------
 _AGE = {"metastasis": (60, 12, 25, 90), "chordoma": (56, 13, 21, 88), "chondrosarcoma": (51, 13, 18, 85),
         "neurogenic_tumour": (42, 13, 16, 80), "giant_cell_tumour": (34, 11, 14, 72), NO_TUMOUR: (55, 16, 18, 90)}
@@ -138,10 +135,10 @@ def sample_demographics(rng: np.random.Generator, cls: str) -> tuple[int, str]:
     if cls == "osteosarcoma":
         p_young, young, old = _OSTEO_AGE
         a = rng.normal(*young) if rng.random() < p_young else rng.normal(*old)
-        age = int(round(_clip(a, 10, 85)))
+        age = int(round(clip(a, 10, 85)))
     else:
         mu, sd, lo, hi = _AGE[cls]
-        age = int(round(_clip(rng.normal(mu, sd), lo, hi)))
+        age = int(round(clip(rng.normal(mu, sd), lo, hi)))
     return age, ("M" if rng.random() < _P_MALE[cls] else "F")
 
 
@@ -199,7 +196,7 @@ def _location(rng: np.random.Generator, cls: str, sac: SacrumLike) -> tuple[floa
         lat = rng.normal(0.0, 0.2) if rng.random() < 0.26 else side * rng.normal(0.45, 0.18)
     else:
         raise ValueError(f"unknown tumour class {cls!r}")
-    return _clip(level, 0.0, 0.92), _clip(lat, -1.1, 1.1)
+    return clip(level, 0.0, 0.92), clip(lat, -1.1, 1.1)
 
 
 def _matrix(rng: np.random.Generator, cls: str, age: float, sex: str) -> str:
@@ -284,7 +281,7 @@ def sample_tumour(rng: np.random.Generator, cls: str, sac: SacrumLike, scale: fl
     level, lat = _location(rng, cls, sac)
     matrix = _matrix(rng, cls, age, sex)
     vol_ml = _VOLUME[cls] * _MATRIX_SIZE[matrix] * math.exp(0.6 * (level - 0.35) + rng.normal(0.0, 0.8))
-    vol_ml = _clip(vol_ml, 10.0, 900.0)
+    vol_ml = clip(vol_ml, 10.0, 900.0)
     size = (vol_ml / 150.0) ** 0.35     # > 1 for large tumours: more cysts, more extension
 
     # main body inside the bone (ap within the sacrum); components outside it
@@ -294,7 +291,7 @@ def sample_tumour(rng: np.random.Generator, cls: str, sac: SacrumLike, scale: fl
     back = np.asarray(sac.point(level, lat, 1.0), float)
     components: list[tuple[float, ...]] = []
     ext_frac = 0.0
-    p_ext = _clip(_P_EXTENSION[cls] * size, 0.0, 0.95)
+    p_ext = clip(_P_EXTENSION[cls] * size, 0.0, 0.95)
     if rng.random() < p_ext:
         ext_frac = float(rng.uniform(0.15, 0.6))
         comps = [(-1.0, ext_frac)]
@@ -313,7 +310,7 @@ def sample_tumour(rng: np.random.Generator, cls: str, sac: SacrumLike, scale: fl
     n_lobes = int(min(rng.poisson(_LOBES[cls]), 7))
     lobes = []
     for _ in range(n_lobes):
-        u = _random_unit(rng)
+        u = random_unit(rng)
         lobes.append((float(u[0]), float(u[1]), float(u[2]), float(rng.uniform(0.04, 0.25))))
     aspect = np.exp(rng.normal(0.0, 0.2, size=3))
     aspect = aspect / np.prod(aspect) ** (1.0 / 3.0)
@@ -328,7 +325,7 @@ def sample_tumour(rng: np.random.Generator, cls: str, sac: SacrumLike, scale: fl
     # the drawn volume; the measured volume is the tumour's (lobe_factor), so volume_ml() is exact
     prim = _shape(centre, radii, angle, lobes, components, irregularity, surface_mm, seed)
     v_local, _, _ = _measure(prim)
-    k = _clip((vol_ml * 1000.0 / scale ** 3 / max(v_local, 1.0)) ** (1.0 / 3.0), 0.75, 1.33)
+    k = clip((vol_ml * 1000.0 / scale ** 3 / max(v_local, 1.0)) ** (1.0 / 3.0), 0.75, 1.33)
     radii = tuple(float(r * k) for r in radii)
     components = [tuple(float(v) for v in (*c[:3], *(r * k for r in c[3:6]))) for c in components]
     prim = _shape(centre, radii, angle, lobes, components, irregularity, surface_mm, seed)
@@ -364,7 +361,7 @@ def sample_tumour(rng: np.random.Generator, cls: str, sac: SacrumLike, scale: fl
     elements: list[tuple[float, ...]] = []
 
     def inside_point(frac: float) -> np.ndarray:
-        q = _random_unit(rng) * rng.uniform(0.0, 1.0) ** (1.0 / 3.0) * frac
+        q = random_unit(rng) * rng.uniform(0.0, 1.0) ** (1.0 / 3.0) * frac
         return q * np.asarray(radii)
 
     if matrix == "lytic_specks":
@@ -372,7 +369,7 @@ def sample_tumour(rng: np.random.Generator, cls: str, sac: SacrumLike, scale: fl
             elements.append((*inside_point(0.85), rng.uniform(1.0, 2.4), 0, rng.uniform(250, 700), 0, 0, 1))
     elif matrix == "chondroid":
         for _ in range(int(rng.integers(5, 22))):
-            p, n = inside_point(0.85), _random_unit(rng)
+            p, n = inside_point(0.85), random_unit(rng)
             elements.append((*p, rng.uniform(2.5, 6.0), 1, rng.uniform(400, 950), *n))
     elif matrix == "osteoid":
         for _ in range(int(rng.integers(2, 7))):
@@ -382,7 +379,7 @@ def sample_tumour(rng: np.random.Generator, cls: str, sac: SacrumLike, scale: fl
             elements.append((*inside_point(0.8), rng.uniform(0.1, 0.25) * rmin, 2, rng.uniform(250, 700), 0, 0, 1))
     p_cyst, p_small = _CYST[cls]
     n_cysts, cyst_vol = 0, 0.0
-    if matrix != "sclerotic" and rng.random() < _clip(p_cyst * size, 0.0, 0.95):
+    if matrix != "sclerotic" and rng.random() < clip(p_cyst * size, 0.0, 0.95):
         kind = "small" if rng.random() < p_small else "large"
         n_cysts = int(rng.integers(1, 3)) if kind == "large" else int(rng.integers(2, 9))
         for _ in range(n_cysts):
@@ -390,7 +387,7 @@ def sample_tumour(rng: np.random.Generator, cls: str, sac: SacrumLike, scale: fl
             p = inside_point(0.35 if kind == "large" else 0.75)
             elements.append((*p, r, 3, rng.uniform(0, 22), 0, 0, 1))
             cyst_vol += 4.0 / 3.0 * math.pi * r ** 3
-    cyst_fraction = _clip(cyst_vol / (4.0 / 3.0 * math.pi * float(np.prod(radii))), 0.0, 1.0)
+    cyst_fraction = clip(cyst_vol / (4.0 / 3.0 * math.pi * float(np.prod(radii))), 0.0, 1.0)
 
     sats: list[tuple[float, ...]] = []
     if rng.random() < _P_SATELLITES.get(cls, 0.1):
