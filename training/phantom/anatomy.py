@@ -15,7 +15,7 @@ import numpy as np
 from scipy import ndimage
 
 from training.phantom import appearance
-from training.phantom.params import LABELS, PatientParams, PelvisShape
+from training.phantom.params import LABELS, Body, PatientParams, PelvisShape
 from training.phantom.shapes import BBox, Capsule, Dilate, Ellipsoid, Func, Obj, Prim, ell2_sdf
 from training.phantom.template import GridField, Template, load_template
 from training.phantom.tumour import displace, satellites, tumour_prim
@@ -169,6 +169,11 @@ def _femur_shaft(side: str) -> tuple[np.ndarray, float]:
     return np.array([c[0], c[1], f.origin[2] + k * f.step]), r
 
 
+def trunk_ellipse(body: Body) -> tuple[float, float]:
+    """(centre along P, half depth) of the trunk's muscle envelope in local mm; its back lies at their sum."""
+    return 25.0, 118.0 * (0.9 + 0.2 * body.visceral_fat)
+
+
 def scene(p: PatientParams, contrast: bool) -> list[Op]:
     """Paint operations for patient ``p``, in painting order (pelvis-local mm)."""
     tpl = load_template()
@@ -183,7 +188,7 @@ def scene(p: PatientParams, contrast: bool) -> list[Op]:
     orng = np.random.default_rng(body.organ_seed)
 
     # --- soft-tissue envelope -----------------------------------------------------------------------------------
-    ycb, ED = 25.0, 118.0 * (0.9 + 0.2 * body.visceral_fat)
+    ycb, ED = trunk_ellipse(body)
 
     def ew(Z):  # lateral half-width of the muscle/skeleton envelope
         return bw * pw * (158.0 - 12.0 * np.clip((Z - 20.0) / 90.0, 0.0, 1.0) + 25.0 * body.visceral_fat)

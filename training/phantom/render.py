@@ -12,7 +12,7 @@ import numpy as np
 
 from core.volume import Volume, affine_from_dicom
 from training.phantom.acquisition import acquire
-from training.phantom.anatomy import Op, scene
+from training.phantom.anatomy import Op, scene, trunk_ellipse
 from training.phantom.params import PatientParams, ScanParams
 from training.phantom.shapes import BBox, Obj
 from training.phantom.tumour import margin_width_mm, residual_alpha, tumour_hu
@@ -163,9 +163,8 @@ def _table(grid: _Grid, patient: PatientParams, scan: ScanParams, hu: np.ndarray
     xs = grid.x0 + np.arange(m) * grid.ps - grid.t[0]
     ys = grid.y0 + np.arange(m) * grid.ps
     b = patient.body
-    back = (ycb_back := 25.0 + 118.0 * (0.9 + 0.2 * b.visceral_fat)) + b.fat_mm
+    back = sum(trunk_ellipse(b)) + b.fat_mm     # the skin of the back lies on the table
     top = grid.t[1] + back * patient.scale + 6.0
-    del ycb_back
     if scan.table_shape == "curved":
         top = top - 0.0006 * xs ** 2
         thick, dens, half = 10.0, 120.0, 230.0
