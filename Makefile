@@ -17,12 +17,15 @@ $(VENV)/.installed: requirements.txt
 test: venv
 	$(PY) -m pytest -q tests --ignore=tests/integration/test_map_image.py
 
+# The tumour world the shipped models were trained in (training/config.yaml cohort.tumour_world).
+TUMOUR_WORLD = $(shell $(PY) -c "import yaml; print(yaml.safe_load(open('training/config.yaml'))['cohort'].get('tumour_world', 'v1'))")
+
 # Generate one synthetic noncontrast pelvic CT study, run the application on it, print the findings.
 DEMO_IN ?= demo_in
 DEMO_OUT ?= demo_out
 demo: venv
 	rm -rf $(DEMO_IN) $(DEMO_OUT)
-	$(PY) -m training.phantom --out $(DEMO_IN) --n 1 --seed 2026 --classes chordoma
+	$(PY) -m training.phantom --out $(DEMO_IN) --n 1 --seed 2026 --classes chordoma --tumour-world $(TUMOUR_WORLD)
 	$(PY) -m app -i $(DEMO_IN)/C0001/dicom -o $(DEMO_OUT) -m models
 	@echo "outputs in $(DEMO_OUT)/: $$(ls $(DEMO_OUT) | tr '\n' ' ')"
 
@@ -31,8 +34,9 @@ demo: venv
 # application exactly as deployed (DICOM in, result.json + SEG out), metrics with bootstrap CIs. Once per model
 # version.
 EVAL_DIR ?= build/heldout
-HELDOUT_ARGS = $(shell $(PY) -c "import yaml; h = yaml.safe_load(open('training/config.yaml'))['evaluation']['heldout']; \
+HELDOUT_ARGS = $(shell $(PY) -c "import yaml; e = yaml.safe_load(open('training/config.yaml'))['evaluation']; h = e['heldout']; \
 	print(f\"--seed {h['seed']} --n {h['n']} --no-tumour-fraction {h['no_tumour_fraction']} --protocol {h['protocol']}\" \
+	+ f\" --tumour-world {e.get('tumour_world', 'v1')}\" \
 	+ (' --full-size' if h['full_size'] else ''))")
 evaluate: venv
 	$(PY) -m training.phantom --out $(EVAL_DIR)/cohort $(HELDOUT_ARGS) --workers 2

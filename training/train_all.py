@@ -102,10 +102,12 @@ def main(argv: list[str] | None = None) -> int:
         from training.phantom import generate_cohort
         manifest = work / "cohort" / "manifest.csv"
         if not (a.skip_prepare and manifest.exists()):
-            print(f"generating {n_cases} phantom cases (seed {cohort_cfg['seed']})", flush=True)
+            print(f"generating {n_cases} phantom cases (seed {cohort_cfg['seed']}, tumour world "
+                  f"{cohort_cfg.get('tumour_world', 'v1')})", flush=True)
             manifest = generate_cohort(work / "cohort", n=n_cases, seed=int(cohort_cfg["seed"]),
                                        no_tumour_fraction=float(cohort_cfg["no_tumour_fraction"]),
-                                       protocol=str(cohort_cfg.get("protocol", "standard")), workers=2)
+                                       protocol=str(cohort_cfg.get("protocol", "standard")),
+                                       tumour_world=str(cohort_cfg.get("tumour_world", "v1")), workers=2)
     seg_cfg = cfg["segmentation"]
     clf_cfg = cfg["classifier"]
     cache = work / "cache"
