@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from core.hip_frame import (
-    FrameRegion, HipFrame, HipFrameError, NoTumourError, hip_bone_truncated, hip_frame_from_labels,
+    FACE_NAMES, FrameRegion, HipFrame, HipFrameError, NoTumourError, hip_bone_truncated, hip_frame_from_labels,
     truncated_faces, tumour_location,
 )
 from core.volume import Volume
@@ -191,6 +191,24 @@ def test_truncation_detection(base):
     assert truncated_faces(cut_left) == ("w_last",)
     assert not hip_bone_truncated(cut_left, values=(2,))           # right hip intact
     assert not hip_bone_truncated(cut_top, values=(3,))            # tumour (z 5..35 mm) intact
+
+
+def test_truncation_margin_in_mm():
+    """A structure whose last voxel lies 2 rows (1.5 mm at 0.75 mm rows) inside the posterior edge touches
+    that face only with a margin of at least 1.5 mm; the margin counts in mm per axis (here 2.5 mm slices)."""
+    arr = np.zeros((10, 20, 20), np.uint8)
+    arr[4:6, 10:17, 5:8] = 3              # last tumour row 16; outer row 19: 3 rows = 2.25 mm away
+    aff = np.array([[0, 0, 0.75, 0], [0, 0.75, 0, 0], [2.5, 0, 0, 0], [0, 0, 0, 1.0]])  # d->z, h->y, w->x
+    vol = Volume(arr, aff)
+    assert truncated_faces(vol, (3,)) == ()
+    assert truncated_faces(vol, (3,), margin_mm=2.2) == ()
+    assert truncated_faces(vol, (3,), margin_mm=2.25) == ("h_last",)
+    assert truncated_faces(vol, (3,), margin_mm=3.0) == ("h_last",)
+    # slices: tumour slices 4-5 of 10 are 4 slices = 10 mm from either end; columns 5-7: 5 columns = 3.75 mm
+    assert truncated_faces(vol, (3,), margin_mm=3.75) == ("h_last", "w_first")
+    assert truncated_faces(vol, (3,), margin_mm=10.0) == FACE_NAMES  # 4 slices, 13 rows / columns: all
+    with pytest.raises(ValueError, match="margin_mm"):
+        truncated_faces(vol, (3,), margin_mm=-1.0)
 
 
 def test_errors(base):
