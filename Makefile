@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv demo test bench train evaluate gallery clean
+.PHONY: venv demo test bench train evaluate evaluate-external gallery clean
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,17 @@ evaluate: venv
 	$(PY) -m training.phantom --out $(EVAL_DIR)/cohort $(HELDOUT_ARGS) --workers 2
 	$(PY) -m validation run --manifest $(EVAL_DIR)/cohort/manifest.csv --out $(EVAL_DIR)/report --models models --workers 2 \
 		--subgroups sex,age_band,coverage,patient_position,hip_prosthesis,manufacturer
+
+# The external-style cohort (evaluation.external: a site, scanner, kernels and noise texture never used in
+# training, full-size studies), run once per released version, after the held-out evaluation.
+EXT_DIR ?= build/external
+EXTERNAL_ARGS = $(shell $(PY) -c "import yaml; e = yaml.safe_load(open('training/config.yaml'))['evaluation']; h = e['external']; \
+	print(f\"--seed {h['seed']} --n {h['n']} --no-tumour-fraction {h['no_tumour_fraction']} --protocol {h['protocol']}\" \
+	+ f\" --tumour-world {e.get('tumour_world', 'v1')} --site {h['site']}\" + (' --full-size' if h['full_size'] else ''))")
+evaluate-external: venv
+	$(PY) -m training.phantom --out $(EXT_DIR)/cohort $(EXTERNAL_ARGS) --workers 2
+	$(PY) -m validation run --manifest $(EXT_DIR)/cohort/manifest.csv --out $(EXT_DIR)/report --models models --workers 2 \
+		--subgroups sex,age_band,coverage,patient_position,hip_prosthesis,kernel
 
 # A contact sheet of random phantoms (docs/phantom_gallery.png), for a radiologist's look at the synthetic world.
 gallery: venv

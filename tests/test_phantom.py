@@ -270,6 +270,26 @@ def test_sample_scan_ranges():
         ph.sample_scan(rng, p, protocol="exotic")
 
 
+def test_external_site_changes_only_the_scanner():
+    """The external-style cohort's site: the same draws as a drawn site (geometry, dose, coverage identical), its
+    own manufacturer, model, kernel names and a coarser noise grain; it is never drawn without being asked for."""
+    from training.phantom.acquisition import EXTERNAL_NOISE_GRAIN, EXTERNAL_SITES, SITES
+    assert not set(EXTERNAL_SITES) & set(SITES)
+    scanner = {"manufacturer", "model", "institution", "site", "kernel", "noise_grain_px"}
+    for i in range(12):
+        p = ph.sample_patient(np.random.default_rng([5, i]), f"E{i}", ph.TUMOUR_CLASSES[i % 6], tumour_world="v2")
+        a = ph.sample_scan(np.random.default_rng([6, i]), p, full_size=True, protocol="varied")
+        e = ph.sample_scan(np.random.default_rng([6, i]), p, full_size=True, protocol="varied", site="SITE_E")
+        assert a.site in SITES and e.site == "SITE_E" and (e.manufacturer, e.model) == ("UIH", "uCT 760")
+        _, _, soft, sharp, _ = EXTERNAL_SITES["SITE_E"]
+        assert e.kernel in (sharp if e.kernel_sharpening > 0 else soft)
+        assert e.noise_grain_px == pytest.approx(a.noise_grain_px * EXTERNAL_NOISE_GRAIN)
+        for f in set(a.__dataclass_fields__) - scanner:
+            assert getattr(a, f) == getattr(e, f), f
+    with pytest.raises(ValueError, match="site must be"):
+        ph.sample_scan(np.random.default_rng(0), p, site="SITE_A")
+
+
 def test_varied_scans_cover_the_tumour_and_cut_the_pelvis_where_drawn():
     rng = np.random.default_rng(12)
     from training.phantom.anatomy import hip_landmarks

@@ -29,6 +29,13 @@ SITES: dict[str, tuple[str, str, tuple[str, ...], tuple[str, ...], str]] = {
     "SITE_C": ("Philips", "iCT 256", ("B", "C"), ("D", "YB"), "Phantom Medical Centre C"),
     "SITE_D": ("TOSHIBA", "Aquilion ONE", ("FC08", "FC13"), ("FC30", "FC35"), "Phantom Clinic D"),
 }
+#: sites that :func:`sample_scan` never draws: the external-style cohort's (``site="SITE_E"``, docs/protocol.md):
+#: a manufacturer, scanner model, kernel names and a deep-learning-reconstruction-like noise texture (coarser
+#: grain, :data:`EXTERNAL_NOISE_GRAIN`) that no training or held-out study has
+EXTERNAL_SITES: dict[str, tuple[str, str, tuple[str, ...], tuple[str, ...], str]] = {
+    "SITE_E": ("UIH", "uCT 760", ("B_SOFT_AA", "B_SOFT_B"), ("B_SHARP_C",), "Phantom External Hospital E"),
+}
+EXTERNAL_NOISE_GRAIN = 1.5
 #: coverage kinds and their probabilities
 COVERAGE = {"pelvis": 0.5, "abdomen_pelvis": 0.25, "cut_acetabulum": 0.1, "cut_iliac_wing": 0.1, "low_pelvis": 0.05}
 
@@ -56,7 +63,7 @@ PROTOCOLS = ("standard", "varied")
 
 
 def sample_scan(rng: np.random.Generator, patient: PatientParams, full_size: bool = False,
-                protocol: str = "standard") -> ScanParams:
+                protocol: str = "standard", site: str | None = None) -> ScanParams:
     """Draw acquisition parameters for ``patient``.
 
     ``protocol``: ``"standard"`` is a routine pelvic CT (whole pelvis covered, head first, soft kernel);
@@ -65,16 +72,23 @@ def sample_scan(rng: np.random.Generator, patient: PatientParams, full_size: boo
 
     Default: 128 or 160 matrix over the clinical field of view (about 2-3.9 mm pixels), slices 2-5 mm.
     ``full_size``: 512 matrix (0.6-1.0 mm pixels), slices 0.625-5 mm (at most about 450 slices).
+    ``site``: None draws one of :data:`SITES`; a name from :data:`EXTERNAL_SITES` scans every patient there (the
+    same random draws as without it, so a cohort differs only in its scanner: names, kernels, noise texture).
     """
     s = patient.scale
-    site = str(rng.choice(list(SITES)))
-    manufacturer, model, soft, sharp, institution = SITES[site]
+    drawn = str(rng.choice(list(SITES)))
+    if site is not None and site not in EXTERNAL_SITES:
+        raise ValueError(f"site must be None or one of {sorted(EXTERNAL_SITES)}, got {site!r}")
+    site = site or drawn
+    manufacturer, model, soft, sharp, institution = {**SITES, **EXTERNAL_SITES}[site]
+    drawn_soft, drawn_sharp = SITES[drawn][2], SITES[drawn][3]
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     varied = protocol == "varied"
     is_sharp = bool(rng.random() < 0.25) and varied
     kernels = sharp if is_sharp else soft
-    kernel = kernels[int(rng.integers(0, len(kernels)))]
+    # the index is drawn over the drawn site's kernels (bounded draws consume the generator by their bound)
+    kernel = kernels[int(rng.integers(0, len(drawn_sharp if is_sharp else drawn_soft))) % len(kernels)]
     iterative = bool(rng.random() < 0.5)
     kinds = list(COVERAGE)
     kind = str(rng.choice(kinds, p=np.array([COVERAGE[k] for k in kinds]))) if varied else "pelvis"
@@ -118,7 +132,8 @@ def sample_scan(rng: np.random.Generator, patient: PatientParams, full_size: boo
         matrix=matrix, pixel_spacing_mm=ps, slice_spacing_mm=spacing, slice_thickness_mm=thickness,
         z_range_mm=(float(lo), float(hi)), table_offset_mm=(round(tx, 2), round(ty, 2), round(tz, 1)),
         rotation_deg=round(rot, 2), recon_centre_mm=(0.0, 0.0), noise_hu=round(noise, 2),
-        noise_grain_px=float(rng.uniform(0.9, 1.6) if iterative else rng.uniform(0.4, 0.8)) * min(1.0, 0.9 / ps) + 0.3,
+        noise_grain_px=(float(rng.uniform(0.9, 1.6) if iterative else rng.uniform(0.4, 0.8)) * min(1.0, 0.9 / ps) + 0.3)
+        * (EXTERNAL_NOISE_GRAIN if site in EXTERNAL_SITES else 1.0),
         noise_seed=int(rng.integers(0, 2**31)), kernel=kernel, kernel_sigma_px=float(kernel_mm / ps),
         kernel_sharpening=float(rng.uniform(0.4, 1.2)) if is_sharp else 0.0,
         beam_hardening=float(rng.uniform(0.2, 1.0)), kvp=float(rng.choice([120.0, 120.0, 100.0, 140.0])),

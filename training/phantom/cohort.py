@@ -45,12 +45,14 @@ def generate_cohort(out: Path, n: int, seed: int, full_size: bool = False, no_tu
     ``transfer_syntax`` ('explicit', 'implicit', 'jpeg2000', 'rle' or a UID), ``pixel_representation`` (0/1),
     ``localizer`` (bool), ``contrast_series`` (bool), ``patient_name`` / ``patient_id`` / ``birth_date`` /
     ``accession_number`` (format strings with ``{case_id}``, ``{i}``), ``case_prefix`` (default 'C'),
-    ``start_index`` (default 1), ``tumour_world`` ('v1', default, or 'v2': see :mod:`training.phantom.tumour_v2`).
+    ``start_index`` (default 1), ``tumour_world`` ('v1', default, or 'v2': see :mod:`training.phantom.tumour_v2`),
+    ``site`` (None, default: drawn per case; or an external site, e.g. 'SITE_E', for every case:
+    :data:`training.phantom.acquisition.EXTERNAL_SITES`).
     ``workers`` > 1 renders cases in that many processes (same cases, same order).
     """
     known = {"classes", "matrix", "transfer_syntax", "pixel_representation", "localizer", "contrast_series",
              "patient_name", "patient_id", "birth_date", "accession_number", "case_prefix", "start_index",
-             "protocol", "tumour_world"}
+             "protocol", "tumour_world", "site"}
     bad = set(opts) - known
     if bad:
         raise TypeError(f"unknown options {sorted(bad)}")
@@ -89,7 +91,8 @@ def _one_case(job: tuple) -> dict[str, Any]:
              for k in ("patient_name", "patient_id", "birth_date", "accession_number") if opts.get(k)}
     if ident:
         patient = replace(patient, **ident)
-    scan = sample_scan(rng, patient, full_size=full_size, protocol=str(opts.get("protocol") or "standard"))
+    scan = sample_scan(rng, patient, full_size=full_size, protocol=str(opts.get("protocol") or "standard"),
+                       site=opts.get("site"))
     if opts.get("matrix"):
         scan = scan.with_matrix(int(opts["matrix"]))
     if ts is not None:
