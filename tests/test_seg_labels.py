@@ -136,3 +136,51 @@ def test_reference_label_map_round_trips_exactly_through_the_apps_seg_writer(seg
     seg2.save_as(tmp_path / "no_tumour.dcm")
     got2 = labels_from_seg(tmp_path / "no_tumour.dcm", loaded.datasets, loaded.volume)
     np.testing.assert_array_equal(got2.array, np.where(ref_arr == 3, 0, ref_arr))
+
+
+def test_segmenters_train_from_a_seg_only_manifest(seg_case, tmp_path: Path) -> None:
+    """Smoke training (``train_all --quick --manifest``, both segmentation models) on a manifest whose every label
+    map is a DICOM SEG: the application's own output SEG of one case, and the reference label maps of two more
+    cases written by the application's SEG writer. Both models are exported with complete metadata and the
+    training summary counts the three cases."""
+    import subprocess
+    import sys
+
+    from core.dicom_input import load_volume, scan_folder, select_series
+    from core.seg_output import SEGMENT_DEFAULTS, build_seg
+    from training.phantom import generate_cohort
+
+    seg_manifest, row, run = seg_case
+    app_seg_row = read_manifest(seg_manifest)[1]
+    more = generate_cohort(tmp_path / "more", n=2, seed=20261201, classes=["chordoma", "metastasis"],
+                           no_tumour_fraction=0.0)
+    rows = [{"case_id": "S1", "tumour_class": row["tumour_class"], "dicom_dir": str(app_seg_row.dicom_dir),
+             "label_path": str(app_seg_row.label_path)}]
+    for i, case in enumerate(read_manifest(more)):
+        loaded = load_volume(select_series(scan_folder(case.dicom_dir)).series)
+        _, ref, _ = load_case(case)
+        arr = np.where(np.isin(ref.array, [1, 2, 3]), ref.array, 0).astype(np.uint8)
+        path = tmp_path / f"ref_seg_{i}.dcm"
+        build_seg(loaded.datasets, arr, SEGMENT_DEFAULTS, algorithm_name="reference", algorithm_version="1").save_as(path)
+        rows.append({"case_id": f"S{i + 2}", "tumour_class": case.tumour_class, "dicom_dir": str(case.dicom_dir),
+                     "label_path": str(path)})
+    manifest = tmp_path / "manifest_seg_only.csv"
+    with open(manifest, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    assert all(str(r["label_path"]).endswith(".dcm") for r in rows)
+    out = tmp_path / "models"
+    proc = subprocess.run([sys.executable, "-m", "training.train_all", "--quick", "--manifest", str(manifest),
+                           "--work", str(tmp_path / "work"), "--out", str(out),
+                           "--stages", "hip_bone_seg", "tumour_seg"],
+                          cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cfg = yaml.safe_load((REPO / "training" / "config.yaml").read_text())
+    for name in ("hip_bone_seg", "tumour_seg"):
+        meta = json.loads((out / name / "metadata.json").read_text())
+        assert meta["version"] == cfg["version"] and meta["labels"] == cfg["segmentation"][name]["labels"]
+        assert meta["training"]["iterations"] == 3 and (out / name / "model.ts").stat().st_size > 10_000
+        assert "3 cases" in meta["training_data"]
+    index = json.loads((tmp_path / "work" / "cache" / "index.json").read_text())
+    assert sorted(e["case_id"] for e in index) == ["S1", "S2", "S3"]

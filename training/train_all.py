@@ -117,8 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     index = json.loads((cache / "index.json").read_text())
     ids = [e["case_id"] for e in index]
     train_ids, val_ids = _split(ids, float(cohort_cfg["validation_fraction"]), int(cohort_cfg["seed"]))
-    data_desc = (f"synthetic pelvic CT phantoms (training.phantom, seed {cohort_cfg['seed']}, {len(ids)} cases; "
-                 f"{len(train_ids)} train / {len(val_ids)} internal validation); NOT patient data")
+    split = f"{len(ids)} cases; {len(train_ids)} train / {len(val_ids)} internal validation"
+    if a.manifest is None:
+        data_desc = (f"synthetic pelvic CT phantoms (training.phantom, seed {cohort_cfg['seed']}, tumour world "
+                     f"{cohort_cfg.get('tumour_world', 'v1')}, {split}); NOT patient data")
+    else:
+        data_desc = f"cohort of manifest {manifest.name} ({split})"
     common = {"version": cfg["version"], "training_data": data_desc,
               "intended_use": "Demonstration weights trained on synthetic data. Not for clinical use.",
               "trained_on": f"{platform.node()} {platform.machine()} torch {torch.__version__}"}
