@@ -54,11 +54,6 @@ evaluate-external: venv
 	$(PY) -m validation run --manifest $(EXT_DIR)/cohort/manifest.csv --out $(EXT_DIR)/report --models models --workers 2 \
 		--subgroups sex,age_band,coverage,patient_position,hip_prosthesis,kernel
 
-# Speed and peak memory on a full-size study against the SDK's stock single-model pipeline (bench/README.md);
-# writes bench/results/<date>-<host>.json and latest.json.
-bench: venv
-	$(PY) -m bench --work build/bench
-
 # A contact sheet of random phantoms (docs/phantom_gallery.png), for a radiologist's look at the synthetic world.
 gallery: venv
 	$(PY) -m training.phantom.gallery --out docs/phantom_gallery.png --n 6 --seed 5
