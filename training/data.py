@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -57,6 +58,33 @@ def read_manifest(path: Path) -> list[Case]:
         raise ValueError(f"{path}: manifest lacks columns {sorted(missing)}")
     return [Case(r["case_id"], r["tumour_class"], path.parent / r["dicom_dir"], path.parent / r["label_path"])
             for r in rows]
+
+
+def combine_manifests(manifests: Sequence[Path], out: Path) -> Path:
+    """Write one manifest CSV at ``out`` holding every row of ``manifests`` in order, its ``dicom_dir`` and
+    ``label_path`` rewritten relative to ``out``'s folder (columns: the union, in first-seen order; a column a
+    manifest lacks is empty). Case ids must be unique across the manifests (ValueError naming the duplicates)."""
+    rows: list[dict[str, str]] = []
+    columns: list[str] = []
+    out = Path(out)
+    for m in map(Path, manifests):
+        with open(m, newline="") as f:
+            reader = csv.DictReader(f)
+            columns += [c for c in reader.fieldnames or [] if c not in columns]
+            for r in reader:
+                for key in ("dicom_dir", "label_path"):
+                    r[key] = os.path.relpath((m.parent / r[key]).resolve(), out.parent.resolve())
+                rows.append(r)
+    ids = [r["case_id"] for r in rows]
+    dup = sorted({i for i in ids if ids.count(i) > 1})
+    if dup:
+        raise ValueError(f"case ids in more than one manifest: {dup[:5]}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=columns, restval="")
+        w.writeheader()
+        w.writerows(rows)
+    return out
 
 
 def load_case(case: Case) -> tuple[Volume, Volume, Any]:

@@ -26,7 +26,7 @@ from app.config import DEFAULT_CONFIG, load_config
 from core.models import load_model, write_model
 from core.hip_frame import FrameRegion
 from core.networks import LateFusion, MirrorAveraged
-from training.data import prepare, segmented_classifier_inputs
+from training.data import combine_manifests, prepare, segmented_classifier_inputs
 from training.train_classifier import FULL_FUSION_OF, VARIANTS, export_classifier, predict, tabular_matrix, train_variant
 from training.train_seg import export_segmenter, train_segmenter
 
@@ -88,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--manifest", type=Path, help="existing cohort manifest (default: generate a phantom cohort)")
     ap.add_argument("--quick", action="store_true", help="tiny cohort and a few iterations (smoke test)")
     ap.add_argument("--skip-prepare", action="store_true", help="reuse an existing cache in --work")
+    ap.add_argument("--reuse-cohort", action="store_true",
+                    help="reuse the phantom studies already generated in --work (same config), prepare them again")
     ap.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES),
                     help="train only these models (the others are read from --out); default: all")
     a = ap.parse_args(argv)
@@ -101,13 +103,25 @@ def main(argv: list[str] | None = None) -> int:
     if manifest is None:
         from training.phantom import generate_cohort
         manifest = work / "cohort" / "manifest.csv"
-        if not (a.skip_prepare and manifest.exists()):
-            print(f"generating {n_cases} phantom cases (seed {cohort_cfg['seed']}, tumour world "
-                  f"{cohort_cfg.get('tumour_world', 'v1')})", flush=True)
+        reuse = a.skip_prepare or a.reuse_cohort
+        world = str(cohort_cfg.get("tumour_world", "v1"))
+        if not (reuse and manifest.exists()):
+            print(f"generating {n_cases} phantom cases (seed {cohort_cfg['seed']}, tumour world {world})", flush=True)
             manifest = generate_cohort(work / "cohort", n=n_cases, seed=int(cohort_cfg["seed"]),
                                        no_tumour_fraction=float(cohort_cfg["no_tumour_fraction"]),
                                        protocol=str(cohort_cfg.get("protocol", "standard")),
-                                       tumour_world=str(cohort_cfg.get("tumour_world", "v1")), workers=2)
+                                       tumour_world=world, workers=2)
+        neg = cohort_cfg.get("negatives") or {}
+        if int(neg.get("n", 0)) > 0:   # studies without a pelvis (cohort.negatives), appended to the cohort
+            neg_manifest = work / "negatives" / "manifest.csv"
+            n_neg = 2 if a.quick else int(neg["n"])
+            if not (reuse and neg_manifest.exists()):
+                print(f"generating {n_neg} studies without a pelvis ({neg['coverage']})", flush=True)
+                generate_cohort(work / "negatives", n=n_neg, seed=int(cohort_cfg["seed"]), no_tumour_fraction=1.0,
+                                classes=["none"], protocol=str(cohort_cfg.get("protocol", "standard")),
+                                tumour_world=world, coverage=str(neg["coverage"]), case_prefix="N",
+                                start_index=int(neg["start_index"]), workers=2)
+            manifest = combine_manifests([manifest, neg_manifest], work / "manifest_all.csv")
     seg_cfg = cfg["segmentation"]
     clf_cfg = cfg["classifier"]
     cache = work / "cache"

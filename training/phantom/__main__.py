@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Sequence
 
 from training.phantom import NO_TUMOUR, TUMOUR_CLASSES, generate_cohort
-from training.phantom.acquisition import EXTERNAL_SITES
+from training.phantom.acquisition import COVERAGE, EXTERNAL_SITES, FORCED_COVERAGE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -36,6 +36,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="v1: the original tumours (default); v2: sourced probabilities, no tells (tumour_v2.py)")
     ap.add_argument("--site", default=None, choices=sorted(EXTERNAL_SITES),
                     help="scan every case at this external site (never drawn otherwise: the external-style cohort)")
+    ap.add_argument("--coverage", default=None, choices=[*COVERAGE, *FORCED_COVERAGE],
+                    help="scan every case over this range (default: drawn; upper_abdomen: no pelvis at all)")
     ap.add_argument("-v", "--verbose", action="store_true")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING, format="%(message)s")
@@ -45,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                           pixel_representation=a.pixel_representation, localizer=a.localizer,
                           contrast_series=a.contrast_series, patient_name=a.patient_name, patient_id=a.patient_id,
                           accession_number=a.accession_number, birth_date=a.birth_date, protocol=a.protocol, workers=a.workers,
-                          tumour_world=a.tumour_world, site=a.site)
+                          tumour_world=a.tumour_world, site=a.site, coverage=a.coverage)
     print(f"wrote {a.n} cases, manifest {man} ({time.perf_counter() - t0:.1f} s)")
     return 0
 

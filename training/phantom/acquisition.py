@@ -38,6 +38,10 @@ EXTERNAL_SITES: dict[str, tuple[str, str, tuple[str, ...], tuple[str, ...], str]
 EXTERNAL_NOISE_GRAIN = 1.5
 #: coverage kinds and their probabilities
 COVERAGE = {"pelvis": 0.5, "abdomen_pelvis": 0.25, "cut_acetabulum": 0.1, "cut_iliac_wing": 0.1, "low_pelvis": 0.05}
+#: coverage kinds never drawn, only asked for (``coverage=``): "upper_abdomen" has no pelvis at all (a slab of
+#: 30-260 mm starting 15-90 mm above the iliac crests), the negatives that teach the hip-bone model that an
+#: abdomen without a pelvis holds no hip bone
+FORCED_COVERAGE = ("upper_abdomen",)
 
 
 def coverage_range(rng: np.random.Generator, kind: str, patient: PatientParams) -> tuple[float, float]:
@@ -54,6 +58,9 @@ def coverage_range(rng: np.random.Generator, kind: str, patient: PatientParams) 
         if rng.random() < 0.7:
             return hip_hi - rng.uniform(50, 110), hip_hi + rng.uniform(100, 280)
         return hip_lo - rng.uniform(20, 60), hip_hi - rng.uniform(30, 70)
+    if kind == "upper_abdomen":       # no pelvis: kidneys, liver, spleen, lumbar spine and ribs only
+        lo = hip_hi + rng.uniform(15, 90)
+        return lo, lo + rng.uniform(30, 260)
     if kind == "low_pelvis":          # from mid sacrum down to the thighs
         return hip_lo - rng.uniform(40, 120), hip_hi - rng.uniform(60, 90)
     return hip_lo - rng.uniform(20, 50), hip_hi + rng.uniform(10, 60)
@@ -63,7 +70,7 @@ PROTOCOLS = ("standard", "varied")
 
 
 def sample_scan(rng: np.random.Generator, patient: PatientParams, full_size: bool = False,
-                protocol: str = "standard", site: str | None = None) -> ScanParams:
+                protocol: str = "standard", site: str | None = None, coverage: str | None = None) -> ScanParams:
     """Draw acquisition parameters for ``patient``.
 
     ``protocol``: ``"standard"`` is a routine pelvic CT (whole pelvis covered, head first, soft kernel);
@@ -74,6 +81,8 @@ def sample_scan(rng: np.random.Generator, patient: PatientParams, full_size: boo
     ``full_size``: 512 matrix (0.6-1.0 mm pixels), slices 0.625-5 mm (at most about 450 slices).
     ``site``: None draws one of :data:`SITES`; a name from :data:`EXTERNAL_SITES` scans every patient there (the
     same random draws as without it, so a cohort differs only in its scanner: names, kernels, noise texture).
+    ``coverage``: None draws the coverage (varied protocol) or scans the pelvis (standard); a kind from
+    :data:`COVERAGE` or :data:`FORCED_COVERAGE` scans that range instead (same draws). A tumour is still covered.
     """
     s = patient.scale
     drawn = str(rng.choice(list(SITES)))
@@ -92,6 +101,10 @@ def sample_scan(rng: np.random.Generator, patient: PatientParams, full_size: boo
     iterative = bool(rng.random() < 0.5)
     kinds = list(COVERAGE)
     kind = str(rng.choice(kinds, p=np.array([COVERAGE[k] for k in kinds]))) if varied else "pelvis"
+    if coverage is not None:
+        if coverage not in (*COVERAGE, *FORCED_COVERAGE):
+            raise ValueError(f"coverage must be None or one of {[*COVERAGE, *FORCED_COVERAGE]}, got {coverage!r}")
+        kind = coverage
     lo, hi = coverage_range(rng, kind, patient)
     if patient.tumour is not None:   # a scan ordered for a sacral tumour covers its centre
         zt = patient.tumour.centre_mm[2] * s

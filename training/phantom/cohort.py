@@ -47,12 +47,13 @@ def generate_cohort(out: Path, n: int, seed: int, full_size: bool = False, no_tu
     ``accession_number`` (format strings with ``{case_id}``, ``{i}``), ``case_prefix`` (default 'C'),
     ``start_index`` (default 1), ``tumour_world`` ('v1', default, or 'v2': see :mod:`training.phantom.tumour_v2`),
     ``site`` (None, default: drawn per case; or an external site, e.g. 'SITE_E', for every case:
-    :data:`training.phantom.acquisition.EXTERNAL_SITES`).
+    :data:`training.phantom.acquisition.EXTERNAL_SITES`), ``coverage`` (None, default: drawn; or a coverage kind
+    for every case, e.g. 'upper_abdomen': :data:`training.phantom.acquisition.FORCED_COVERAGE`).
     ``workers`` > 1 renders cases in that many processes (same cases, same order).
     """
     known = {"classes", "matrix", "transfer_syntax", "pixel_representation", "localizer", "contrast_series",
              "patient_name", "patient_id", "birth_date", "accession_number", "case_prefix", "start_index",
-             "protocol", "tumour_world", "site"}
+             "protocol", "tumour_world", "site", "coverage"}
     bad = set(opts) - known
     if bad:
         raise TypeError(f"unknown options {sorted(bad)}")
@@ -92,7 +93,7 @@ def _one_case(job: tuple) -> dict[str, Any]:
     if ident:
         patient = replace(patient, **ident)
     scan = sample_scan(rng, patient, full_size=full_size, protocol=str(opts.get("protocol") or "standard"),
-                       site=opts.get("site"))
+                       site=opts.get("site"), coverage=opts.get("coverage"))
     if opts.get("matrix"):
         scan = scan.with_matrix(int(opts["matrix"]))
     if ts is not None:
