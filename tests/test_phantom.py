@@ -290,6 +290,27 @@ def test_external_site_changes_only_the_scanner():
         ph.sample_scan(np.random.default_rng(0), p, site="SITE_A")
 
 
+def test_upper_abdomen_negatives_hold_no_hip_bone_and_are_never_drawn(tmp_path):
+    """coverage="upper_abdomen" (the training cohort's negatives) scans 30-260 mm starting 15-90 mm above the
+    patient's own iliac crests: the rendered label map has no hip bone and no tumour, the CT holds the lumbar
+    spine (bone above 300 HU); the varied protocol never draws it by itself."""
+    from training.phantom.acquisition import COVERAGE, FORCED_COVERAGE
+    from training.phantom.anatomy import hip_landmarks
+    assert "upper_abdomen" in FORCED_COVERAGE and "upper_abdomen" not in COVERAGE
+    for i in range(3):
+        rng = np.random.default_rng([77, i])
+        p = ph.sample_patient(rng, f"U{i}", "none")
+        s = ph.sample_scan(rng, p, protocol="varied", coverage="upper_abdomen")
+        z0, z1 = s.z_range_mm
+        hi = hip_landmarks(p)["hi"] * p.scale
+        assert s.coverage == "upper_abdomen" and hi + 15 <= z0 + 1e-6 and 25 <= z1 - z0 <= 265
+        ct, lab = ph.render(p, s)
+        assert not np.isin(lab.array, [1, 2, 3]).any()
+        assert (ct.array > 300).sum() * ct.voxel_volume_ml > 5.0
+    with pytest.raises(ValueError, match="coverage must be"):
+        ph.sample_scan(rng, p, coverage="chest")
+
+
 def test_varied_scans_cover_the_tumour_and_cut_the_pelvis_where_drawn():
     rng = np.random.default_rng(12)
     from training.phantom.anatomy import hip_landmarks

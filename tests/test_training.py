@@ -93,3 +93,32 @@ def test_shipped_models_are_small_and_consistent() -> None:
         assert "synthetic" in meta["training_data"] and "Not for clinical use" in meta["intended_use"]
     assert np.isfinite(json.loads((models / "tumour_classifier" / "metadata.json").read_text())
                        ["internal_validation"]["macro_auc"])
+
+
+def test_quick_cohort_holds_studies_without_a_pelvis(quick_models: Path) -> None:
+    """cohort.negatives: the quick run's cohort is the 12 phantoms plus 2 upper-abdomen studies (case ids N...),
+    all prepared for training with empty label maps for hip bones and tumour."""
+    work = quick_models.parent / "work"
+    index = json.loads((work / "cache" / "index.json").read_text())
+    neg = [e for e in index if e["case_id"].startswith("N")]
+    assert len(index) == 14 and len(neg) == 2 and all(e["tumour_class"] == "none" for e in neg)
+    for e in neg:
+        z = np.load(work / "cache" / e["file"])
+        assert not np.isin(z["hip_bone_seg_lab"], [1, 2, 3]).any() and not np.isin(z["tumour_seg_lab"], [1, 2, 3]).any()
+
+
+def test_combine_manifests_rewrites_paths_and_refuses_duplicates(tmp_path: Path) -> None:
+    from training.data import combine_manifests, read_manifest
+    for name, cid in (("a", "C1"), ("b", "N1")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "manifest.csv").write_text(
+            f"case_id,tumour_class,dicom_dir,label_path{',extra' if name == 'b' else ''}\n"
+            f"{cid},none,{cid}/dicom,{cid}/labels.nii.gz{',x' if name == 'b' else ''}\n")
+    out = combine_manifests([tmp_path / "a" / "manifest.csv", tmp_path / "b" / "manifest.csv"],
+                            tmp_path / "all" / "manifest.csv")
+    cases = read_manifest(out)
+    assert [c.case_id for c in cases] == ["C1", "N1"]
+    assert [c.dicom_dir.resolve() for c in cases] == [tmp_path / "a" / "C1" / "dicom", tmp_path / "b" / "N1" / "dicom"]
+    assert out.read_text().splitlines()[0] == "case_id,tumour_class,dicom_dir,label_path,extra"
+    with pytest.raises(ValueError, match="more than one manifest: \\['C1'\\]"):
+        combine_manifests([tmp_path / "a" / "manifest.csv"] * 2, tmp_path / "dup.csv")
