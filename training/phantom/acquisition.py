@@ -39,7 +39,7 @@ EXTERNAL_NOISE_GRAIN = 1.5
 #: coverage kinds and their probabilities
 COVERAGE = {"pelvis": 0.5, "abdomen_pelvis": 0.25, "cut_acetabulum": 0.1, "cut_iliac_wing": 0.1, "low_pelvis": 0.05}
 #: coverage kinds never drawn, only asked for (``coverage=``): "upper_abdomen" has no pelvis at all (a slab of
-#: 30-260 mm starting 15-90 mm above the iliac crests), the negatives that teach the hip-bone model that an
+#: 30-260 mm, and at least 21 slices, starting 15-90 mm above the iliac crests), the negatives that teach the hip-bone model that an
 #: abdomen without a pelvis holds no hip bone
 FORCED_COVERAGE = ("upper_abdomen",)
 
@@ -135,6 +135,8 @@ def sample_scan(rng: np.random.Generator, patient: PatientParams, full_size: boo
         spacing = float(rng.choice([2.0, 2.5, 3.0, 3.0, 4.0, 5.0]))
         thickness = float(rng.choice([spacing, min(5.0, spacing + 1.0)]))
         noise = clip(rng.lognormal(math.log(13.0), 0.35) * s ** 1.5 * (1.4 if is_sharp else 1.0), 5.0, 45.0)
+    if kind == "upper_abdomen":      # at least 21 slices: a series the application (and training) accepts
+        hi = max(hi, lo + 21 * spacing)
     ps = round(fov / matrix, 4)
     lo = round(lo, 1)
     n = int(math.ceil((hi - lo) / spacing)) + 1
