@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import logging
 import os
 import sys
 from pathlib import Path
 
 from app.runtime import preload_cudart, quiet_threads
+from core.status import Status
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,7 +36,7 @@ def summary(doc: dict, written: bool = True) -> str:
     """A few readable lines for the console (no patient identifiers); ``written``: the outputs were published."""
     status = doc.get("status")
     lines = [f"status: {status}"]
-    if status == "error":
+    if status == Status.ERROR:
         lines.append(f"reason: {doc.get('reason')}")
     if doc.get("predicted_class"):
         p = doc["probabilities"][doc["predicted_class"]]
@@ -63,8 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("highdicom").setLevel(max(logging.WARNING, logging.getLogger().level))
     quiet_threads()
     preload_cudart()
-    from app.config import load_config
     from app.app import SacralTumourApp
+    from app.config import load_config
     from core.run_state import EXIT_OUTPUT
     try:
         config = load_config(a.config)
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: the application graph ended without a result", file=sys.stderr)
         return 1
     text = summary(doc, written=outcome.get("exit_code") != EXIT_OUTPUT)
-    if doc["status"] == "error":
+    if doc["status"] == Status.ERROR:
         print(f"error: {doc.get('reason')}", file=sys.stderr)
     print(text)
     return int(outcome.get("exit_code", 1))

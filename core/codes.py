@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import re
 
-from highdicom.sr import CodedConcept
 from highdicom.coding_schemes import CodingSchemeIdentificationItem
+from highdicom.sr import CodedConcept
 from pydicom.sr.codedict import codes
 
 PRIVATE_SCHEME = "99SACRAL"

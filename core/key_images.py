@@ -40,6 +40,7 @@ import pydicom
 from scipy import ndimage
 
 from core import codes, provenance
+from core.status import Status
 from core.volume import Volume
 
 CANVAS = (1200, 800)                 # width, height in pixels
@@ -306,7 +307,7 @@ def _render(view: str, title: str, ct: Volume | None, labels: Volume | None, g: 
     status = findings.get("status")
     text(x, y, "Sacral tumour AI result", 19, weight="bold")
     y += 36
-    if status == "tumour_found":
+    if status == Status.TUMOUR_FOUND:
         cls = findings.get("predicted_class")
         probs = findings.get("probabilities") or {}
         if cls:
@@ -335,7 +336,7 @@ def _render(view: str, title: str, ct: Volume | None, labels: Volume | None, g: 
             text(x, y, "(dx, dy, dz) from the origin, mm:", 15)
             text(x + 16, y + 22, _fmt_signed(t["location_hip_frame_mm"], 1), 15)
             y += 48
-    elif status == "no_tumour":
+    elif status == Status.NO_TUMOUR:
         text(x, y, "No sacral tumour detected", 19, weight="bold", color="#80ff80")
         y += 40
     else:
@@ -350,7 +351,7 @@ def _render(view: str, title: str, ct: Volume | None, labels: Volume | None, g: 
     prefix = "not applicable: "
     warnings = list(findings.get("warnings") or [])
     sections = [("Warnings:", warnings)]
-    if status == "not_applicable":  # the reason first, then the other warnings
+    if status == Status.NOT_APPLICABLE:  # the reason first, then the other warnings
         sections = [("Reason:", [w[len(prefix):] for w in warnings if w.startswith(prefix)]),
                     ("Warnings:", [w for w in warnings if not w.startswith(prefix)])]
     bottom = height - 185  # the legend starts below
@@ -426,7 +427,7 @@ def render_key_images(ct: Volume, labels: Volume | None, findings: Mapping[str, 
     if labels is not None and labels.shape != ct.shape:
         raise ValueError(f"labels {labels.shape} and CT {ct.shape} are not on one grid")
     lab = labels.array if labels is not None else None
-    if status == "tumour_found":
+    if status == Status.TUMOUR_FOUND:
         t = findings.get("tumour") or {}
         if t.get("centroid_lps_mm") is not None:
             centre = ct.lps_to_index(np.asarray(t["centroid_lps_mm"], float))[0]

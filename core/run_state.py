@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from core.status import Status
+
 SCHEMA = "sacral-tumour-result/2"
 #: ``outputs`` of a run that wrote no DICOM (an error): the file name of each output role, or none
 NO_OUTPUTS: dict[str, Any] = {"seg": None, "sr": None, "kos": None, "key_images": []}
@@ -90,7 +92,7 @@ class RunState:
     @property
     def finished(self) -> bool:
         """True once the outcome is decided (an error, or not_applicable): later analysis steps pass."""
-        return self.status in ("error", "not_applicable")
+        return self.status is not None and Status(self.status).final
 
     def staging(self) -> Path:
         """The run's private staging folder (created on first use, removed by the publisher)."""
@@ -99,7 +101,7 @@ class RunState:
         return self.staging_dir
 
     def fail(self, reason: str, exit_code: int) -> None:
-        self.status, self.reason, self.exit_code = "error", reason, exit_code
+        self.status, self.reason, self.exit_code = Status.ERROR, reason, exit_code
 
     def warn(self, message: str) -> None:
         if message not in self.warnings:
@@ -179,7 +181,7 @@ def result_document(state: RunState, outputs: dict[str, Any],
         "dicom_outputs": list(dicom_outputs or []),
         "segment_numbers": dict(state.segment_numbers) if outputs.get("seg") else {},
     }
-    if state.status == "error":
+    if state.status == Status.ERROR:
         doc["reason"] = state.reason
     if state.ablation:
         doc["ablation"] = state.ablation

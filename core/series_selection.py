@@ -32,8 +32,15 @@ from typing import Any
 from pydicom.uid import UID
 
 from core.dicom_input import (
-    CT_IMAGE_STORAGE, ENHANCED_CT_IMAGE_STORAGE, LEGACY_ENHANCED_CT_IMAGE_STORAGE, InputError, SeriesInfo,
-    StudyScan, classify_orientation, is_contrast, merge_rules,
+    CT_IMAGE_STORAGE,
+    ENHANCED_CT_IMAGE_STORAGE,
+    LEGACY_ENHANCED_CT_IMAGE_STORAGE,
+    InputError,
+    SeriesInfo,
+    StudyScan,
+    classify_orientation,
+    is_contrast,
+    merge_rules,
 )
 
 CONTRAST_WARNING = "series is contrast-enhanced: outside the validated use"

@@ -45,13 +45,14 @@ import pydicom
 from highdicom.sr import CodedConcept
 
 from core import codes, provenance
+from core.status import REPORTED, Status
 
 log = logging.getLogger(__name__)
 
 SR_SERIES_DESCRIPTION = "RESEARCH USE ONLY: sacral tumour AI report"
 NO_TUMOUR_TEXT = "No sacral tumour detected"
 DISCLAIMER_TEXT = "RESEARCH USE ONLY. Not for diagnostic use. Results of an AI algorithm; not reviewed by a physician."
-STATUSES = ("tumour_found", "no_tumour", "not_applicable")
+STATUSES = REPORTED
 
 TUMOUR_LABEL = "sacral tumour"
 HIP_LABELS = {"left": "hip bone left", "right": "hip bone right"}
@@ -90,9 +91,9 @@ def _referenced_segment(seg: hd.seg.Segmentation, number: int) -> hd.sr.Referenc
 
 def _summary_text(findings: Mapping[str, Any]) -> str:
     status = findings["status"]
-    if status == "no_tumour":
+    if status == Status.NO_TUMOUR:
         return NO_TUMOUR_TEXT
-    if status == "not_applicable":
+    if status == Status.NOT_APPLICABLE:
         why = "; ".join(findings.get("warnings") or []) or "input outside the scope of the algorithm"
         return f"Not applicable: no analysis result ({why})"
     t = findings["tumour"]
@@ -111,8 +112,8 @@ def _check_findings(findings: Mapping[str, Any]) -> None:
     status = findings.get("status")
     if status not in STATUSES:
         raise ValueError(f"findings['status'] must be one of {STATUSES}, got {status!r}")
-    if status == "tumour_found" and not findings.get("tumour"):
-        raise ValueError("status 'tumour_found' needs findings['tumour']")
+    if status == Status.TUMOUR_FOUND and not findings.get("tumour"):
+        raise ValueError(f"status '{Status.TUMOUR_FOUND}' needs findings['tumour']")
     probs = findings.get("probabilities") or {}
     for name, p in probs.items():
         codes.tumour_class_key(name)  # raises for unknown classes
@@ -177,7 +178,7 @@ def build_sr(
         if seg.StudyInstanceUID != source_datasets[0].StudyInstanceUID:
             raise ValueError("the SEG belongs to another study than the source datasets")
         tumour = findings.get("tumour")
-        if status == "tumour_found" and tumour:
+        if status == Status.TUMOUR_FOUND and tumour:
             number = _segment_number(seg, TUMOUR_LABEL)
             if number is None:
                 raise ValueError(f"status is tumour_found but the SEG has no {TUMOUR_LABEL!r} segment")
@@ -248,10 +249,10 @@ def build_sr(
         name=_fresh(codes.QUALITATIVE_EVALUATIONS),
         relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
     items: list[pydicom.Dataset] = []
-    if status != "not_applicable":
+    if status != Status.NOT_APPLICABLE:
         presence = hd.sr.CodeContentItem(
             name=_fresh(codes.NEOPLASM),
-            value=_fresh(codes.PRESENT if status == "tumour_found" else codes.ABSENT),
+            value=_fresh(codes.PRESENT if status == Status.TUMOUR_FOUND else codes.ABSENT),
             relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
         presence.ContentSequence = hd.sr.ContentSequence([hd.sr.CodeContentItem(
             name=_fresh(codes.FINDING_SITE), value=_fresh(codes.SACRUM),

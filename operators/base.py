@@ -18,6 +18,7 @@ from monai.deploy.core import Fragment, Operator, OperatorSpec
 
 from core.models import LoadedModel, ModelError, load_model, pick_device
 from core.run_state import EXIT_INTERNAL, EXIT_MODEL, RunFailure, RunState
+from core.status import Status
 
 log = logging.getLogger("sacral_tumour")
 
@@ -39,7 +40,7 @@ class StageOperator(Operator):
 
     def compute(self, op_input: Any, op_output: Any, context: Any) -> None:
         state = self.receive_state(op_input)
-        if state.status != "error" and (self.runs_when_finished or not state.finished):
+        if state.status != Status.ERROR and (self.runs_when_finished or not state.finished):
             t0 = time.perf_counter()
             try:
                 self.run(state)

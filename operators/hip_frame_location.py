@@ -4,6 +4,7 @@ from __future__ import annotations
 from core import hip_frame
 from core.postprocess import HIP_LEFT, HIP_RIGHT, TUMOUR
 from core.run_state import RunState
+from core.status import Status
 from operators.base import StageOperator
 
 
@@ -16,13 +17,13 @@ class HipFrameLocationOperator(StageOperator):
         tumour_ml = float((labels.array == TUMOUR).sum() * labels.voxel_volume_ml)
         if tumour_ml < min_ml:
             labels.array[labels.array == TUMOUR] = 0  # the SEG then agrees with the SR: no tumour segment
-            state.status = "no_tumour"
+            state.status = Status.NO_TUMOUR
             return
         try:
             frame = hip_frame.hip_frame_from_labels(labels, HIP_LEFT, HIP_RIGHT)
         except hip_frame.HipFrameError as e:
             state.warn(f"not applicable: {e}")
-            state.status = "not_applicable"
+            state.status = Status.NOT_APPLICABLE
             return
         state.hip_frame = frame
         loc = hip_frame.tumour_location(labels, TUMOUR, frame)
@@ -32,4 +33,4 @@ class HipFrameLocationOperator(StageOperator):
                        "may be underestimated")
         state.tumour = {"volume_ml": round(tumour_ml, 3),
                         **{k: [round(float(x), 4) for x in v] for k, v in loc.items()}}
-        state.status = "tumour_found"
+        state.status = Status.TUMOUR_FOUND

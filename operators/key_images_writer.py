@@ -10,6 +10,7 @@ from core import hip_frame
 from core.key_images import build_key_image_datasets, render_key_images
 from core.postprocess import HIP_LEFT, HIP_RIGHT
 from core.run_state import RunState, result_document
+from core.status import Status
 from operators.base import StageOperator
 
 KEY_IMAGE_FILE = "sacral_tumour_key_{index}_{view}.dcm"
@@ -24,7 +25,7 @@ class KeyImagesWriterOperator(StageOperator):
             return
         findings = result_document(state, outputs={})
         frame = state.hip_frame
-        if frame is None and state.labels is not None and state.status == "no_tumour":
+        if frame is None and state.labels is not None and state.status == Status.NO_TUMOUR:
             try:  # the frame is only computed when there is a tumour to locate
                 frame = hip_frame.hip_frame_from_labels(state.labels, HIP_LEFT, HIP_RIGHT)
             except hip_frame.HipFrameError:

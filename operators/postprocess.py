@@ -12,6 +12,7 @@ from __future__ import annotations
 from core import hip_frame
 from core.postprocess import HIP_LEFT, HIP_RIGHT, merge_structures
 from core.run_state import RunState
+from core.status import Status
 from operators.base import StageOperator
 
 
@@ -40,13 +41,13 @@ class LargestComponentOperator(StageOperator):
         if left < min_ml or right < min_ml:
             missing = " and ".join(s for s, v in (("left", left), ("right", right)) if v < min_ml)
             state.warn(f"not applicable: no {missing} hip bone in the field of view (< {min_ml:g} mL segmented)")
-            state.status = "not_applicable"
+            state.status = Status.NOT_APPLICABLE
             return
         max_ratio = float(state.config.get("analysis", {}).get("max_hip_bone_volume_ratio", 2.0))
         if max(left, right) / min(left, right) > max_ratio:
             state.warn(f"not applicable: implausible hip-bone segmentation (left {left:.0f} mL, right {right:.0f} mL, "
                        f"ratio above {max_ratio:g})")
-            state.status = "not_applicable"
+            state.status = Status.NOT_APPLICABLE
         elif truncated:
             faces = ", ".join(hip_frame.truncated_faces(state.labels, (HIP_LEFT, HIP_RIGHT)))
             state.warn(f"hip bone cut by the edge of the scan ({faces}): the hip-frame location is approximate")

@@ -17,7 +17,8 @@ from typing import Any
 
 from monai.deploy.core import Fragment
 
-from core.run_state import NO_OUTPUTS, EXIT_OUTPUT, RunFailure, RunState, result_document
+from core.run_state import EXIT_OUTPUT, NO_OUTPUTS, RunFailure, RunState, result_document
+from core.status import Status
 from operators.base import StageOperator
 
 log = logging.getLogger("sacral_tumour")
@@ -84,7 +85,7 @@ class ResultPublisherOperator(StageOperator):
         outputs: dict[str, Any] = {**NO_OUTPUTS, "key_images": []}
         files: dict[str, Path] = {}
         links: list[dict[str, str]] = []
-        if state.status != "error":
+        if state.status != Status.ERROR:
             for key in ("seg", "sr", "kos"):
                 if key in state.staged:
                     outputs[key] = state.staged[key].name

@@ -13,9 +13,14 @@ from typing import Any
 import numpy as np
 
 from core.dicom_input import (
-    InputError, SeriesInfo, ensure_copied_attributes, ensure_reference_uids, load_volume,
+    InputError,
+    SeriesInfo,
+    ensure_copied_attributes,
+    ensure_reference_uids,
+    load_volume,
 )
 from core.run_state import EXIT_INPUT, RunFailure, RunState
+from core.status import Status
 from core.volume import Volume
 from operators.base import StageOperator
 
@@ -38,7 +43,7 @@ class SeriesToVolumeOperator(StageOperator):
         if coverage < min_mm:
             state.warn(f"not applicable: the scan covers {coverage:.0f} mm along the patient axis, "
                        f"less than the {min_mm:.0f} mm a pelvis needs")
-            state.status = "not_applicable"
+            state.status = Status.NOT_APPLICABLE
 
 
 def coverage_mm(volume: Volume) -> float:

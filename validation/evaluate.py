@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from core.status import ANALYSED, Status
 from validation import metrics as M
 from validation.manifest import NONE
-from validation.runner import ANALYSED
 
 SCHEMA = "sacral-tumour-validation/1"
 DEFAULT_CLASSES: tuple[str, ...] = (
@@ -65,7 +65,7 @@ def class_arrays(records: list[dict[str, Any]], classes: Sequence[str], key: str
 
 
 def is_classification_case(r: dict[str, Any]) -> bool:
-    return r["truth"] not in (None, NONE) and r["status"] == "tumour_found" and r["predicted_class"] is not None
+    return r["truth"] not in (None, NONE) and r["status"] == Status.TUMOUR_FOUND and r["predicted_class"] is not None
 
 
 def is_detection_case(r: dict[str, Any]) -> bool:
@@ -91,7 +91,7 @@ def classification_block(records: list[dict[str, Any]], classes: Sequence[str], 
 def detection_block(records: list[dict[str, Any]], n_resamples: int, seed: int) -> dict[str, Any]:
     det = [r for r in records if is_detection_case(r)]
     return M.detection_report(np.array([r["truth"] != NONE for r in det], dtype=bool),
-                              np.array([r["status"] == "tumour_found" for r in det], dtype=bool), n_resamples, seed)
+                              np.array([r["status"] == Status.TUMOUR_FOUND for r in det], dtype=bool), n_resamples, seed)
 
 
 def segmentation_block(records: list[dict[str, Any]], n_resamples: int, seed: int) -> dict[str, Any]:
@@ -194,9 +194,9 @@ def build_metrics(records: list[dict[str, Any]], *, classes: Sequence[str] = DEF
                  "reason": r["reason"] or "; ".join(r["warnings"]) or None, "warnings": r["warnings"]}
                 for r in records if r["status"] not in ANALYSED]
     missed = [{"case_id": r["case_id"], "truth": r["truth"]} for r in records
-              if r["truth"] not in (None, NONE) and r["status"] == "no_tumour"]
+              if r["truth"] not in (None, NONE) and r["status"] == Status.NO_TUMOUR]
     false_pos = [{"case_id": r["case_id"], "predicted_class": r["predicted_class"]} for r in records
-                 if r["truth"] == NONE and r["status"] == "tumour_found"]
+                 if r["truth"] == NONE and r["status"] == Status.TUMOUR_FOUND]
     seg = segmentation_block(records, n_resamples, seed)
     doc = {
         "schema": SCHEMA,

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from core.codes import tumour_class_key
+from core.status import Status
 
 NONE = "none"
 READER_PREFIX = "reader_"
@@ -52,7 +53,7 @@ def canonical_class(value: str | None, where: str) -> str | None:
     v = (value or "").strip()
     if not v:
         return None
-    if v.lower() in (NONE, "no_tumour", "no tumour", "no_tumor"):
+    if v.lower() in (NONE, Status.NO_TUMOUR, "no tumour", "no_tumor"):
         return NONE
     try:
         return tumour_class_key(v)

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from core.run_state import NO_OUTPUTS, SCHEMA
+from core.status import ANALYSED, Status
 from validation.manifest import Case
 from validation.provenance import models_provenance
 
@@ -47,7 +48,6 @@ log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[1]
 RUNNER_GENERATED = "runner_generated"
 #: statuses after which the study has been analysed (the others are listed as failures)
-ANALYSED = ("tumour_found", "no_tumour")
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,7 @@ def is_finished(cfg: RunConfig, case_id: str, models: dict[str, str] | None = No
         doc = json.loads(result.read_text())
     except (OSError, ValueError):
         return False
-    if not isinstance(doc, dict) or (cfg.retry_errors and doc.get("status") == "error"):
+    if not isinstance(doc, dict) or (cfg.retry_errors and doc.get("status") == Status.ERROR):
         return False
     return not stale_models(doc, validated_models(cfg) if models is None else models)
 
@@ -159,7 +159,7 @@ def run_study(cfg: RunConfig, case: Case) -> bool:
         reason = (f"the application did not finish within {cfg.timeout_s:g} s" if timed_out else
                   f"the application exited with code {code} without writing result.json")
         write_json_atomic(staging / "result.json", {
-            "schema": SCHEMA, "status": "error", "reason": reason, "warnings": [],
+            "schema": SCHEMA, "status": Status.ERROR, "reason": reason, "warnings": [],
             "predicted_class": None, "probabilities": {}, "outputs": dict(NO_OUTPUTS), "dicom_outputs": [],
             RUNNER_GENERATED: True})
     write_json_atomic(staging / "runner.json", {
@@ -203,7 +203,7 @@ def case_record(cfg: RunConfig, case: Case) -> dict[str, Any]:
         "segmentation": None,
         "segmentation_error": None,
     }
-    if case.label_path is not None and status != "error":
+    if case.label_path is not None and status != Status.ERROR:
         from validation.segmentation import SegEvaluationError, evaluate_case
         try:
             rec["segmentation"] = evaluate_case(run_dir, result, case.dicom_dir, case.label_path)
