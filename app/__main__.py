@@ -25,7 +25,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("-o", "--output", type=Path, default=os.environ.get("HOLOSCAN_OUTPUT_PATH"))
     ap.add_argument("-m", "--model", type=Path, default=os.environ.get("HOLOSCAN_MODEL_PATH") or REPO / "models")
     ap.add_argument("-l", "--log-level", default=os.environ.get("HOLOSCAN_LOG_LEVEL", "INFO"))
-    ap.add_argument("--config", type=Path, default=None, help="app.yaml (default: HOLOSCAN_CONFIG_PATH or app/app.yaml)")
+    ap.add_argument("--config", type=Path, default=None,
+                    help="app.yaml (default: HOLOSCAN_CONFIG_PATH or app/app.yaml)")
     a = ap.parse_args(argv)
     if a.input is None or a.output is None:
         ap.error("input and output are required (-i/-o or HOLOSCAN_INPUT_PATH/HOLOSCAN_OUTPUT_PATH)")
@@ -44,7 +45,8 @@ def summary(doc: dict, written: bool = True) -> str:
     t = doc.get("tumour")
     if t:
         u, v, w = t["location_hip_frame"]
-        lines.append(f"tumour volume: {t['volume_ml']:.1f} mL; hip-frame location (u, v, w) = ({u:+.2f}, {v:+.2f}, {w:+.2f})")
+        lines.append(f"tumour volume: {t['volume_ml']:.1f} mL; "
+                     f"hip-frame location (u, v, w) = ({u:+.2f}, {v:+.2f}, {w:+.2f})")
     h = doc.get("hip_bone")
     if h:
         lines.append(f"hip bones: left {h['left_volume_ml']:.0f} mL, right {h['right_volume_ml']:.0f} mL"

@@ -47,8 +47,6 @@ def _private(value: str, meaning: str) -> CodedConcept:
 
 
 # ---------------------------------------------------------------- segmentation property codes (SEG)
-ANATOMICAL_STRUCTURE = _cc(codes.SCT.AnatomicalStructure)  # SCT 91723000
-MORPHOLOGICALLY_ABNORMAL_STRUCTURE = _cc(codes.SCT.MorphologicallyAbnormalStructure)  # SCT 49755003
 HIP = _cc(codes.SCT.Hip)  # SCT 29836001 (no "hip bone" concept with a keyword; TotalSegmentator's choice)
 LEFT = _cc(codes.SCT.Left)  # SCT 7771000
 RIGHT = _cc(codes.SCT.Right)  # SCT 24028007

@@ -119,7 +119,7 @@ class HipFrame:
                 "right_centroid_lps_mm": self.right_centroid_lps.tolist()}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "HipFrame":
+    def from_dict(cls, d: dict[str, Any]) -> HipFrame:
         """Inverse of :meth:`to_dict`."""
         return cls(d["origin_lps_mm"], d["axes_lps"], d["scale_mm"], d["left_centroid_lps_mm"],
                    d["right_centroid_lps_mm"])
@@ -149,7 +149,7 @@ class FrameRegion:
         return all(a <= float(x) <= b for a, x, b in zip(self.low, uvw, self.high))
 
     @classmethod
-    def around(cls, locations: np.ndarray, margin: float) -> "FrameRegion":
+    def around(cls, locations: np.ndarray, margin: float) -> FrameRegion:
         """The bounding box of ``locations`` ((N, 3) normalised ``(u, v, w)``), widened by ``margin`` on each side."""
         pts = np.asarray(locations, dtype=np.float64)
         if pts.ndim != 2 or pts.shape[1] != 3 or len(pts) == 0:
@@ -162,12 +162,12 @@ class FrameRegion:
                 "low": [round(x, 4) for x in self.low], "high": [round(x, 4) for x in self.high]}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "FrameRegion":
+    def from_dict(cls, d: dict[str, Any]) -> FrameRegion:
         """Inverse of :meth:`to_dict`."""
         return cls(tuple(d["low"]), tuple(d["high"]))
 
     @classmethod
-    def of_model(cls, metadata: dict[str, Any]) -> "FrameRegion | None":
+    def of_model(cls, metadata: dict[str, Any]) -> FrameRegion | None:
         """The ``sacral_region`` of a model's ``metadata.json``, or None when the model has none."""
         d = metadata.get("sacral_region")
         return cls.from_dict(d) if d else None

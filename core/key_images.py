@@ -62,9 +62,12 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 }
 #: label value in the label map -> overlay colour name (values of core.postprocess)
 LABEL_COLOURS = {1: "hip_left", 2: "hip_right", 3: "tumour"}
-CLASS_NAMES = {"metastasis": "Metastasis", "chondrosarcoma": "Chondrosarcoma", "osteosarcoma": "Osteosarcoma",
-               "chordoma": "Chordoma", "neurogenic_tumour": "Neurogenic tumour",
-               "giant_cell_tumour": "Giant cell tumour"}
+
+
+def class_name(key: str) -> str:
+    """The display name of a class key of the classifier's metadata (``giant_cell_tumour`` -> ``Giant cell tumour``)."""
+    return key.replace("_", " ").capitalize()
+
 VIEW_AXES = {"axial": (0, 1, 2), "coronal": (1, 0, 2), "sagittal": (2, 0, 1)}  # fixed, row, column axis
 
 
@@ -311,13 +314,11 @@ def _render(view: str, title: str, ct: Volume | None, labels: Volume | None, g: 
         cls = findings.get("predicted_class")
         probs = findings.get("probabilities") or {}
         if cls:
-            text(x, y, f"Predicted type: {CLASS_NAMES.get(cls, cls)}", 18, weight="bold", color="#ff6060")
+            text(x, y, f"Predicted type: {class_name(cls)}", 18, weight="bold", color="#ff6060")
             y += 30
-        for key in CLASS_NAMES:
-            if key not in probs:
-                continue
+        for key in probs:  # in the classifier's class order (its metadata)
             p = float(probs[key])
-            text(x, y, CLASS_NAMES[key], 14, va="center")
+            text(x, y, class_name(key), 14, va="center")
             bx, bw = x + 192, 150
             canvas[int(y) - 8:int(y) + 8, bx:bx + bw] = (40, 40, 40)
             canvas[int(y) - 8:int(y) + 8, bx:bx + int(round(bw * p))] = \

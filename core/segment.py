@@ -9,7 +9,8 @@ linear interpolation before the argmax, so the label map returned is D-H-W on ex
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 import SimpleITK as sitk

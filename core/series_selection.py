@@ -1,6 +1,6 @@
-"""Choose the one CT series to analyse from a :class:`core.dicom_input.StudyScan`, by configurable rules.
+"""Choose the one CT series to analyse from a :class:`core.dicom_header.StudyScan`, by configurable rules.
 
-Rules (``app.yaml`` ``series_selection:``, defaults :data:`core.dicom_input.DEFAULT_RULES`):
+Rules (``app.yaml`` ``series_selection:``, defaults :data:`core.dicom_header.DEFAULT_RULES`):
 
 1. hard criteria, each failure is a rejection reason: modality (CT), SOP class (CT Image Storage, Enhanced CT,
    Legacy Converted Enhanced CT; a multi-frame series must be one object, see ``core.dicom_input``), ImageType
@@ -26,21 +26,14 @@ from __future__ import annotations
 import logging
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydicom.uid import UID
 
-from core.dicom_input import (
-    CT_IMAGE_STORAGE,
-    ENHANCED_CT_IMAGE_STORAGE,
-    LEGACY_ENHANCED_CT_IMAGE_STORAGE,
-    InputError,
-    SeriesInfo,
-    StudyScan,
-    classify_orientation,
-    is_contrast,
-    merge_rules,
+from core.dicom_header import (
+    CT_IMAGE_STORAGE, ENHANCED_CT_IMAGE_STORAGE, LEGACY_ENHANCED_CT_IMAGE_STORAGE, InputError, SeriesInfo, StudyScan,
+    classify_orientation, is_contrast, merge_rules,
 )
 
 CONTRAST_WARNING = "series is contrast-enhanced: outside the validated use"
@@ -229,6 +222,9 @@ def select_series(scan: StudyScan, rules: dict[str, Any] | None = None) -> Selec
         else:
             rejected[s.key] = "qualifies; ranked below the selected series"
     contrast = _contrast(best, rules)
+    # the series handed on carries the contrast decision made here (configured "no contrast" values), which
+    # load_volume records in the volume's metadata
+    best = replace(best, contrast=contrast)
     if contrast and rules["contrast"]["policy"] != "allow":
         warnings.append(CONTRAST_WARNING)
     others = {s.study_instance_uid for s in scan.series} - {best.study_instance_uid}

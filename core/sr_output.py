@@ -366,7 +366,8 @@ def read_sr_findings(path_or_dataset: str | os.PathLike | pydicom.Dataset) -> di
             elif codes.code_key(codes.HIP) in finding:
                 sites = _children(group, codes.FINDING_SITE, "CODE")
                 lat = [_code_value(m) for s in sites for m in _children(s, codes.LATERALITY, "CODE")]
-                side = "left" if codes.code_key(codes.LEFT) in lat else "right" if codes.code_key(codes.RIGHT) in lat else None
+                side = ("left" if codes.code_key(codes.LEFT) in lat
+                        else "right" if codes.code_key(codes.RIGHT) in lat else None)
                 if side:
                     out["hip_bone"][f"{side}_volume_ml"] = volume
     for container in _children(ds, codes.QUALITATIVE_EVALUATIONS, "CONTAINER"):

@@ -66,7 +66,7 @@ class Volume:
         """Volume of one voxel in mL (1 mL = 1000 mm^3)."""
         return float(abs(np.linalg.det(self.affine[:3, :3])) / 1000.0)
 
-    def with_array(self, array: np.ndarray, **meta: Any) -> "Volume":
+    def with_array(self, array: np.ndarray, **meta: Any) -> Volume:
         """A volume on the same grid with other voxel values (e.g. a mask of this CT)."""
         if array.shape != self.array.shape:
             raise ValueError(f"shape {array.shape} differs from the grid {self.array.shape}")

@@ -30,9 +30,6 @@ class StageOperator(Operator):
     inputs: tuple[str, ...] = ("state",)
     runs_when_finished = False
 
-    def __init__(self, fragment: Fragment, *args: Any, **kwargs: Any) -> None:
-        super().__init__(fragment, *args, **kwargs)
-
     def setup(self, spec: OperatorSpec) -> None:
         for name in self.inputs:
             spec.input(name)

@@ -6,6 +6,7 @@ are coded measurements that reference the SEG's segments (``core.sr_output``).
 from __future__ import annotations
 
 from core import provenance
+from core.publishing import stage_dataset
 from core.run_state import RunState, result_document
 from core.sr_output import build_sr
 from operators.base import StageOperator
@@ -20,9 +21,9 @@ class DicomSRWriterOperator(StageOperator):
     def run(self, state: RunState) -> None:
         findings = result_document(state, outputs={})
         findings["segment_numbers"] = dict(state.segment_numbers)
-        app = state.config["application"]
+        app = state.config.application
         sr = build_sr(state.loaded.datasets, state.seg_dataset, findings,
-                      algorithm_name=app["title"], algorithm_version=str(app["version"]),
-                      software_versions=provenance.software_versions(str(app["version"])))
-        state.stage_dicom("sr", SR_FILE, sr)
+                      algorithm_name=app.title, algorithm_version=app.version,
+                      software_versions=provenance.software_versions(app.version))
+        stage_dataset(state, "sr", SR_FILE, sr)
         state.sr_dataset = sr

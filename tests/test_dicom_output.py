@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -14,9 +13,12 @@ import pytest
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
+from tools import require_tool
 from core import codes
 from core.seg_output import SEGMENT_DEFAULTS, build_seg, label_value_map, segment_number_map
 from core.sr_output import build_sr, read_sr_findings
+
+pytestmark = pytest.mark.unit
 
 D, H, W = 20, 64, 48  # slices, rows, columns (non-square: catches a row/column swap)
 SPACING = (0.8, 0.7)  # PixelSpacing: row spacing (between rows), column spacing, mm
@@ -103,16 +105,10 @@ def _tumour_findings(seg_numbers: dict[str, int]) -> dict:
     }
 
 
-DCIODVFY = shutil.which("dciodvfy")
-
-
 def _dciodvfy(path: Path) -> list[str]:
     """Lines with 'Error' that dciodvfy prints for a file (skip/fail when the tool is missing)."""
-    if DCIODVFY is None:
-        if os.environ.get("CI"):
-            pytest.fail("dciodvfy (Debian dicom3tools) is required in CI")
-        pytest.skip("dciodvfy not installed (apt-get install dicom3tools)")
-    res = subprocess.run([DCIODVFY, "-new", str(path)], capture_output=True, text=True, timeout=120)
+    dciodvfy = require_tool("dciodvfy", install="apt-get install dicom3tools")
+    res = subprocess.run([dciodvfy, "-new", str(path)], capture_output=True, text=True, timeout=120)
     out = res.stdout + res.stderr
     return [ln for ln in out.splitlines() if "Error" in ln]
 
@@ -170,7 +166,8 @@ def test_seg_references_and_codes(seg_file, series):
         assert s.SegmentedPropertyCategoryCodeSequence[0].CodeValue == "91723000"
         assert s.SegmentedPropertyTypeCodeSequence[0].CodeValue == "29836001"
     assert left.SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence[0].CodeValue == "7771000"
-    assert right.SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence[0].CodeValue == "24028007"
+    modifier = right.SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence[0]
+    assert modifier.CodeValue == "24028007"
     assert tumour.SegmentedPropertyCategoryCodeSequence[0].CodeValue == "49755003"
     assert tumour.SegmentedPropertyTypeCodeSequence[0].CodeValue == "108369006"
     assert tumour.AnatomicRegionSequence[0].CodeValue == "54735007"
@@ -338,6 +335,7 @@ def test_dcentvfy_ct_seg_sr_consistent(series, seg_file, sr_files, tmp_path):
     assert [ln for ln in (res.stdout + res.stderr).splitlines() if "Error" in ln] == []
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("case", ["tumour", "na"])
 def test_sr_pixelmed_template_validation(sr_files, case):
     """TID 1500 template conformance with PixelMed DicomSRValidator (Debian pixelmed-apps), if installed."""

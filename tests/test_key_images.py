@@ -11,17 +11,22 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from test_dicom_output import make_ct_series, make_labels
 
 from core import codes
-from core.dicom_input import load_volume, scan_folder, select_series
+from core.dicom_header import scan_folder
+from core.dicom_input import load_volume
 from core.hip_frame import hip_frame_from_labels, tumour_location
 from core.key_images import COLOURS, LABEL_COLOURS, build_key_image_datasets, render_key_images
 from core.kos import build_kos, referenced_uids
 from core.seg_output import SEGMENT_DEFAULTS, build_seg
+from core.series_selection import select_series
 from core.sr_output import build_sr
-from test_dicom_output import make_ct_series, make_labels
 
-MODELS = {"hip_bone_seg": {"version": "0.2.0", "sha256": "a" * 64}, "tumour_seg": {"version": "0.2.0", "sha256": "b" * 64},
+pytestmark = pytest.mark.unit
+
+MODELS = {"hip_bone_seg": {"version": "0.2.0", "sha256": "a" * 64},
+          "tumour_seg": {"version": "0.2.0", "sha256": "b" * 64},
           "tumour_classifier": {"version": "0.2.1", "sha256": "c" * 64}}
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -20,16 +19,20 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
+from tools import require_tool
+from conftest import AppRun, run_app
+from dicom_factory import write_ct_series, write_enhanced_ct, write_legacy_enhanced_ct
 from pydicom.encaps import encapsulate, generate_frames
 from pydicom.uid import EnhancedCTImageStorage, LegacyConvertedEnhancedCTImageStorage, RLELossless
 
-from conftest import AppRun, run_app
-from core.dicom_input import InputError, ensure_copied_attributes, load_volume, scan_folder
+from core.dicom_header import InputError, scan_folder
+from core.dicom_input import ensure_copied_attributes, load_volume
 from core.run_state import output_files
 from core.seg_output import SEGMENT_DEFAULTS, build_seg
 from core.series_selection import select_series
 from core.sr_output import build_sr, read_sr_findings
-from dicom_factory import write_ct_series, write_enhanced_ct, write_legacy_enhanced_ct
+
+pytestmark = pytest.mark.unit
 
 ANGLE = math.radians(20.0)  # in-plane patient rotation: a row/column mix-up changes the affine
 IOP = tuple(round(v, 8) for v in (math.cos(ANGLE), math.sin(ANGLE), 0.0, -math.sin(ANGLE), math.cos(ANGLE), 0.0))
@@ -54,11 +57,7 @@ def _only_series(folder: Path):
 
 
 def _tool_errors(tool: str, *paths: Path) -> list[str]:
-    exe = shutil.which(tool)
-    if exe is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{tool} (Debian dicom3tools) is not installed")
-        pytest.skip(f"{tool} not installed (apt-get install dicom3tools)")
+    exe = require_tool(tool, install="apt-get install dicom3tools")
     proc = subprocess.run([exe, *map(str, paths)], capture_output=True, text=True, timeout=300)
     return [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("Error") or "Error -" in ln]
 
@@ -281,6 +280,7 @@ def app_runs(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> dict
             for name, folder in inputs.items()}
 
 
+@pytest.mark.app
 @pytest.mark.parametrize("form", ["legacy", "enhanced"])
 def test_app_gives_the_classic_findings(app_runs: dict, form: str) -> None:
     _, classic = app_runs["classic"]
@@ -319,6 +319,7 @@ def test_app_gives_the_classic_findings(app_runs: dict, form: str) -> None:
             assert value not in run.stdout + run.stderr
 
 
+@pytest.mark.app
 @pytest.mark.parametrize("form", ["legacy", "enhanced"])
 def test_app_outputs_pass_dciodvfy_and_dcentvfy(app_runs: dict, form: str) -> None:
     folder, run = app_runs[form]

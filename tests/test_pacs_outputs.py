@@ -14,8 +14,6 @@ Independent readers: dciodvfy / dcentvfy (dicom3tools), PixelMed DicomSRValidato
 """
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -25,17 +23,22 @@ import numpy as np
 import pydicom
 import pytest
 import yaml
+from tools import require_tool, unavailable
+from conftest import REPO, SHARED_DATA, AppRun, run_app
 from pydicom.sr._concepts_dict import concepts
 from pydicom.sr.codedict import Collection
+from robust_cases import Cases
 from scipy import ndimage
 
-from conftest import REPO, SHARED_DATA, AppRun, run_app
-from core.dicom_input import load_volume, scan_folder, select_series
+from core.dicom_header import scan_folder
+from core.dicom_input import load_volume
 from core.key_images import COLOURS, LABEL_COLOURS, view_geometry
 from core.kos import referenced_uids
 from core.run_state import output_files
+from core.series_selection import select_series
 from core.sr_output import read_sr_findings
-from robust_cases import Cases
+
+pytestmark = pytest.mark.app
 
 SC_STORAGE = "1.2.840.10008.5.1.4.1.1.7"
 SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -94,12 +97,7 @@ def _datasets(run: AppRun, doc: dict) -> dict[str, pydicom.Dataset]:
 
 
 def _tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{name} (Debian dicom3tools) is required in CI")
-        pytest.skip(f"{name} not installed (apt-get install dicom3tools)")
-    return path
+    return require_tool(name, install="apt-get install dicom3tools")
 
 
 def _errors(proc: subprocess.CompletedProcess) -> list[str]:
@@ -138,7 +136,8 @@ def test_dcentvfy_source_and_outputs_agree(runs: dict, case: str) -> None:
     """Patient, study and equipment attributes agree across the source series and every output."""
     source, run, doc = _run(runs, case)
     dcentvfy = _tool("dcentvfy")
-    files = [str(p) for p in _source_files(source, doc)] + [str(run.output_dir / n) for n in output_files(doc["outputs"])]
+    files = ([str(p) for p in _source_files(source, doc)]
+             + [str(run.output_dir / n) for n in output_files(doc["outputs"])])
     assert len(files) > len(output_files(doc["outputs"])) >= 3
     proc = subprocess.run([dcentvfy, *files], capture_output=True, text=True, timeout=300)
     assert _errors(proc) == []
@@ -147,11 +146,9 @@ def test_dcentvfy_source_and_outputs_agree(runs: dict, case: str) -> None:
 @pytest.mark.parametrize("case", CASES)
 def test_sr_passes_pixelmed(runs: dict, case: str) -> None:
     _, run, doc = _run(runs, case)
-    jar, java = Path("/usr/share/java/pixelmed.jar"), shutil.which("java")
-    if not jar.exists() or java is None:
-        if os.environ.get("CI"):
-            pytest.fail("PixelMed (Debian pixelmed-apps) is required in CI")
-        pytest.skip("PixelMed DicomSRValidator not installed (apt-get install pixelmed-apps)")
+    jar, java = Path("/usr/share/java/pixelmed.jar"), require_tool("java", install="apt-get install pixelmed-apps")
+    if not jar.exists():
+        unavailable("PixelMed DicomSRValidator not installed (apt-get install pixelmed-apps)")
     proc = subprocess.run(
         [java, "-Djdk.xml.xpathExprOpLimit=0", "-Djdk.xml.xpathExprGrpLimit=0", "-Djdk.xml.xpathTotalOpLimit=0",
          "-cp", str(jar), "com.pixelmed.validate.DicomSRValidator", str(run.output_dir / doc["outputs"]["sr"])],
@@ -419,15 +416,3 @@ def test_output_switches(tmp_path: Path, models_dir: Path, switches: dict, expec
         assert kos.ConceptNameCodeSequence[0].CodeValue == "113002"  # For Referring Provider (CID 7010)
         assert [uid for _, uid in referenced_uids(kos)] == [
             pydicom.dcmread(run.output_dir / doc["outputs"]["sr"]).SOPInstanceUID]
-
-
-def test_output_switches_are_checked() -> None:
-    from app.config import check_outputs
-
-    assert check_outputs(None) == {"key_images": True, "key_object_selection": True, "kos_title": "of_interest"}
-    with pytest.raises(ValueError, match="kos_title"):
-        check_outputs({"kos_title": "for_the_bin"})
-    with pytest.raises(ValueError, match="true or false"):
-        check_outputs({"key_images": "no"})
-    with pytest.raises(ValueError, match="unknown"):
-        check_outputs({"key_image": False})

@@ -14,9 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from conftest import REPO, AppRun, run_app
+
 from training.data import labels_from_seg, load_case, prepare, read_manifest
+
+pytestmark = pytest.mark.app
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +64,9 @@ def test_seg_label_map_is_what_the_app_reported(seg_case) -> None:
     if doc["status"] == "tumour_found":
         assert (lab.array == 3).sum() * vox_ml == pytest.approx(doc["tumour"]["volume_ml"], rel=2e-3, abs=0.1)
     # values by code agree with the segments' labels (read independently, in the source slices' order)
-    from core.dicom_input import load_volume, scan_folder, select_series
+    from core.dicom_header import scan_folder
+    from core.dicom_input import load_volume
+    from core.series_selection import select_series
     uids = [ds.SOPInstanceUID for ds in load_volume(select_series(scan_folder(seg_case_.dicom_dir)).series).datasets]
     seg = hd.seg.segread(seg_case_.label_path)
     by_label = {"hip bone left": 1, "hip bone right": 2, "sacral tumour": 3}
@@ -105,7 +109,9 @@ def test_seg_of_another_series_is_refused(seg_case, tmp_path: Path) -> None:
     with open(other, newline="") as fh:
         orow = next(csv.DictReader(fh))
     ct_case = read_manifest(other)[0]
-    from core.dicom_input import load_volume, scan_folder, select_series
+    from core.dicom_header import scan_folder
+    from core.dicom_input import load_volume
+    from core.series_selection import select_series
     loaded = load_volume(select_series(scan_folder(ct_case.dicom_dir)).series)
     with pytest.raises(ValueError, match="references none"):
         labels_from_seg(run.output_dir / run.result["outputs"]["seg"], loaded.datasets, loaded.volume)
@@ -119,7 +125,9 @@ def test_reference_label_map_round_trips_exactly_through_the_apps_seg_writer(seg
 
     seg_manifest, row, run = seg_case
     nifti_case = read_manifest(seg_manifest)[0]
-    from core.dicom_input import load_volume, scan_folder, select_series
+    from core.dicom_header import scan_folder
+    from core.dicom_input import load_volume
+    from core.series_selection import select_series
     loaded = load_volume(select_series(scan_folder(nifti_case.dicom_dir)).series)
     _, ref, _ = load_case(nifti_case)
     ref_arr = np.where(np.isin(ref.array, [1, 2, 3]), ref.array, 0).astype(np.uint8)

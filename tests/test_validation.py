@@ -23,11 +23,16 @@ from typing import Any
 
 import numpy as np
 import pytest
-from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score,
-                             precision_score, recall_score, roc_auc_score, roc_curve)
+from sklearn.metrics import (
+    accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score, precision_score, recall_score, roc_auc_score,
+    roc_curve,
+)
 
+from tools import require_tool
 from validation import metrics as M
 from validation.manifest import ManifestError, age_band, read_manifest
+
+pytestmark = pytest.mark.unit
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["metastasis", "chondrosarcoma", "osteosarcoma", "chordoma", "neurogenic_tumour", "giant_cell_tumour"]
@@ -78,7 +83,8 @@ def test_class_statistics_match_sklearn(absent: tuple[int, ...]) -> None:
         q = p / p.sum(axis=1, keepdims=True)
         assert M.class_statistics(y, pred, q, K)["macro_auc"] == pytest.approx(
             roc_auc_score(y, q, multi_class="ovr", average="macro"), abs=1e-12)
-    assert st["macro_f1"] == pytest.approx(f1_score(y, pred, labels=present, average="macro", zero_division=0), abs=1e-12)
+    f1 = f1_score(y, pred, labels=present, average="macro", zero_division=0)
+    assert st["macro_f1"] == pytest.approx(f1, abs=1e-12)
     assert st["accuracy"] == pytest.approx(accuracy_score(y, pred), abs=1e-12)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # sklearn warns about predicted classes absent from y_true
@@ -212,7 +218,7 @@ def make_synthetic_runs(root: Path, n: int = 60, seed: int = 3) -> Path:
                                "models": {"tumour_classifier": {"version": clf_meta["version"],
                                                                 "sha256": clf_meta["sha256"]}}}
 
-        def probs(strength: float) -> dict[str, float]:
+        def probs(strength: float, truth: str = truth) -> dict[str, float]:
             logit = rng.normal(0, 1, K)
             if truth != "none":
                 logit[CLASSES.index(truth)] += strength
@@ -232,7 +238,7 @@ def make_synthetic_runs(root: Path, n: int = 60, seed: int = 3) -> Path:
         (d / "result.json").write_text(json.dumps(doc))
         (d / "runner.json").write_text(json.dumps({"exit_code": 2 if status == "error" else 0}))
 
-        def reader(acc: float) -> str:
+        def reader(acc: float, truth: str = truth) -> str:
             return "none" if truth == "none" else truth if rng.random() < acc else CLASSES[int(rng.integers(K))]
 
         rows.append({"case_id": cid, "dicom_dir": f"dicom/{cid}", "tumour_class": truth, "sex": "MF"[i % 2],
@@ -277,7 +283,8 @@ def test_cli_metrics_on_synthetic_runs_match_sklearn(synthetic_report: Path) -> 
     m = json.loads((synthetic_report / "metrics.json").read_text())
     cases, _ = read_manifest(synthetic_report / "manifest.csv")
     truth = {c.case_id: c.truth for c in cases}
-    results = {c.case_id: json.loads((synthetic_report / "runs" / c.case_id / "result.json").read_text()) for c in cases}
+    results = {c.case_id: json.loads((synthetic_report / "runs" / c.case_id / "result.json").read_text())
+               for c in cases}
     cls_ids = [cid for cid in truth if truth[cid] != "none" and results[cid]["status"] == "tumour_found"]
     ref = sklearn_class_metrics([truth[c] for c in cls_ids], [results[c]["probabilities"] for c in cls_ids],
                                 [results[c]["predicted_class"] for c in cls_ids])
@@ -351,13 +358,8 @@ def comparable(doc: dict[str, Any], drop_execution: bool = False) -> dict[str, A
 
 
 # ---------------------------------------------------------------------------------------- report render
-def chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if shutil.which(name):
-            return shutil.which(name)
-    if os.environ.get("CI"):
-        pytest.fail("chromium is required in CI to render report.html (apt-get install chromium)")
-    pytest.skip("chromium not installed (apt-get install chromium)")
+def chromium() -> str:
+    return require_tool("chromium", "chromium-browser", "google-chrome", install="apt-get install chromium")
 
 
 def screenshot(html_path: Path, tmp: Path) -> np.ndarray:
@@ -381,6 +383,7 @@ def assert_offline_html(text: str) -> None:
             assert f"{attr}'{proto}" not in low and f'{attr}"{proto}' not in low
 
 
+@pytest.mark.system
 def test_report_html_renders_with_plots(synthetic_report: Path, tmp_path: Path) -> None:
     text = (synthetic_report / "report.html").read_text()
     assert_offline_html(text)
@@ -428,11 +431,13 @@ def e2e_report(e2e_cohort: Path, models_dir: Path, tmp_path_factory: pytest.Temp
     return out
 
 
+@pytest.mark.system
 def test_e2e_metrics_agree_with_results(e2e_report: Path, e2e_cohort: Path) -> None:
     import highdicom as hd
     import SimpleITK as sitk
 
-    from core.dicom_input import load_volume, scan_folder
+    from core.dicom_header import scan_folder
+    from core.dicom_input import load_volume
 
     m = json.loads((e2e_report / "metrics.json").read_text())
     cases, _ = read_manifest(e2e_cohort)
@@ -489,6 +494,7 @@ def test_e2e_metrics_agree_with_results(e2e_report: Path, e2e_cohort: Path) -> N
     assert prov["execution"] == {"kind": "process_pool", "workers": 1, "runner": "python -m app"}
 
 
+@pytest.mark.system
 def test_e2e_report_renders(e2e_report: Path, tmp_path: Path) -> None:
     text = (e2e_report / "report.html").read_text()
     assert_offline_html(text)
@@ -502,6 +508,7 @@ def _mtimes(report: Path) -> dict[str, int]:
             if not p.parent.name.startswith(".")}
 
 
+@pytest.mark.system
 def test_e2e_resume_after_kill(e2e_report: Path, e2e_cohort: Path, models_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "report"
     shutil.copytree(e2e_report / "runs", out / "runs")
@@ -539,6 +546,7 @@ def test_e2e_resume_after_kill(e2e_report: Path, e2e_cohort: Path, models_dir: P
     assert comparable(a) == comparable(b)
 
 
+@pytest.mark.system
 def test_e2e_ray_local_gives_identical_metrics(e2e_report: Path, e2e_cohort: Path, models_dir: Path,
                                                tmp_path: Path) -> None:
     pytest.importorskip("ray")

@@ -120,7 +120,8 @@ def read_manifest(path: Path | str, subgroup_columns: list[str] | None = None) -
         label = row.get("label_path", "").strip()
         sub = {}
         for c in groups:
-            sub[c] = age_band(row.get("age")) if c == "age_band" and "age_band" not in columns else _norm_value(row.get(c, ""))
+            derived = c == "age_band" and "age_band" not in columns
+            sub[c] = age_band(row.get("age")) if derived else _norm_value(row.get(c, ""))
         cases.append(Case(
             case_id=cid,
             dicom_dir=(base / row["dicom_dir"].strip()).resolve(),

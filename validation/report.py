@@ -282,7 +282,7 @@ def _ablation(m: dict[str, Any]) -> str:
     if not a:
         return "<p class='muted'>No ablation probabilities in the results.</p>"
     rows = []
-    for v, e in a["variants"].items():
+    for e in a["variants"].values():
         d = e.get("macro_auc_all_minus_variant")
         diff = "" if not d or d["difference"] is None else (
             f"{d['difference']:+.3f} ({fmt(d['ci_low'])}&ndash;{fmt(d['ci_high'])}), p = {fmt(d['p_value'])}")

@@ -34,10 +34,11 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from app import launch
 from core.run_state import NO_OUTPUTS, SCHEMA
 from core.status import ANALYSED, Status
 from validation.manifest import Case
@@ -128,8 +129,7 @@ def app_command(cfg: RunConfig, case: Case, out_dir: Path) -> list[str]:
         if cfg.gpu:
             cmd += ["--device", "nvidia.com/gpu=all"]
         return cmd + [cfg.image]
-    return [cfg.python, "-m", "app", "-i", str(case.dicom_dir), "-o", str(out_dir),
-            "-m", str(cfg.models or REPO / "models")]
+    return launch.app_command(case.dicom_dir, out_dir, cfg.models or launch.DEFAULT_MODELS, python=cfg.python)
 
 
 def run_study(cfg: RunConfig, case: Case) -> bool:
@@ -316,8 +316,3 @@ def run_all(cfg: RunConfig, cases: list[Case], *, workers: int = 1, ray_address:
     if missing:  # cannot happen unless a worker died: never drop a study silently
         raise RuntimeError(f"no record for studies {missing}")
     return [by_id[c.case_id] for c in cases]
-
-
-def asdict_config(cfg: RunConfig) -> dict[str, Any]:
-    d = asdict(cfg)
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items() if k not in ("extra_env", "python")}

@@ -1,8 +1,8 @@
 """The built MAP image, run as an orchestrator runs it: no network, read-only root and input, non-root user.
 
 Selected by ``make map-test`` (which builds the image and sets MAP_IMAGE); without MAP_IMAGE every test here
-is skipped; ``make test`` ignores this file, so it never builds or runs images. Needs podman (or PODMAN=docker) and, on the
-development machines, packaging/containers.conf + packaging/storage.conf (used when CONTAINERS_CONF /
+is skipped; ``make test`` ignores this file, so it never builds or runs images. Needs podman (or PODMAN=docker)
+and, on the development machines, packaging/containers.conf + packaging/storage.conf (used when CONTAINERS_CONF /
 CONTAINERS_STORAGE_CONF are unset).
 
 The image also runs once through the official runner, ``monai-deploy run`` (holoscan-cli 4.2.0), on podman
@@ -28,7 +28,7 @@ MONAI_DEPLOY = os.environ.get("MONAI_DEPLOY", str(Path(sys.executable).parent / 
 APP_JSON = json.loads((ROOT / "MAP_manifest" / "app.json").read_text())
 PKG_JSON = json.loads((ROOT / "MAP_manifest" / "pkg.json").read_text())
 
-pytestmark = pytest.mark.skipif(not IMAGE, reason="MAP_IMAGE not set: run `make map-test`")
+pytestmark = [pytest.mark.system, pytest.mark.skipif(not IMAGE, reason="MAP_IMAGE not set: run `make map-test`")]
 
 
 def podman(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
@@ -181,6 +181,7 @@ def test_extract_copies_app_config_models_docs(tmp_path: Path) -> None:
     assert json.loads((export / "config" / "pkg.json").read_text()) == PKG_JSON
     assert sorted(p.name for p in (export / "models").iterdir()) == sorted(PKG_JSON["models"])
     for name in PKG_JSON["models"]:
-        assert (export / "models" / name / "model.ts").read_bytes() == (ROOT / "models" / name / "model.ts").read_bytes()
+        shipped = (ROOT / "models" / name / "model.ts").read_bytes()
+        assert (export / "models" / name / "model.ts").read_bytes() == shipped
     assert (export / "docs" / "deploy.md").is_file()
     shutil.rmtree(export)
