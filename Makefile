@@ -16,12 +16,12 @@ $(VENV)/.installed: requirements.txt
 # The whole suite, after the linters; what CI runs. The image tests (tests/integration/test_map_image.py) need a
 # built image: `make map map-test` runs them. Tiers (pyproject.toml markers): unit, app (application runs),
 # system (training, validation cohorts, external validators, PACS).
-test: venv
+test: venv lint
 	$(PY) -m pytest -q tests --ignore=tests/integration/test_map_image.py
 
 # The unit tier only (plain functions, no application run): under 2 minutes.
 test-fast: venv
-	$(PY) -m pytest -q -m unit tests --ignore=tests/integration
+	$(PY) -m pytest -q -m "unit and not app and not system" tests --ignore=tests/integration
 
 # ruff on the Python tree, mypy (strict on core/, see pyproject.toml); zero findings.
 lint: venv

@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from app.runtime import preload_cudart, quiet_threads
 from core.status import Status
@@ -33,7 +34,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return a
 
 
-def summary(doc: dict, written: bool = True) -> str:
+def summary(doc: dict[str, Any], written: bool = True) -> str:
     """A few readable lines for the console (no patient identifiers); ``written``: the outputs were published."""
     status = doc.get("status")
     lines = [f"status: {status}"]

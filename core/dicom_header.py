@@ -22,6 +22,7 @@ import logging
 import math
 import os
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,7 +90,7 @@ class InputError(Exception):
         self.reason = reason
 
 
-def merge_rules(rules: dict[str, Any] | None) -> dict[str, Any]:
+def merge_rules(rules: Mapping[str, Any] | None) -> dict[str, Any]:
     """Deep-merge a (partial) rules dict over :data:`DEFAULT_RULES`; unknown keys raise ``ValueError``."""
 
     def merge(base: dict[str, Any], over: dict[str, Any], path: str) -> dict[str, Any]:

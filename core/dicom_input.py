@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,7 @@ from typing import Any
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.pixels import iter_pixels, pixel_array
+from pydicom.pixels.utils import iter_pixels, pixel_array
 from pydicom.uid import UID
 
 from core.dicom_header import (
@@ -158,7 +159,7 @@ def _multiframe_planes(series: SeriesInfo) -> _Planes:
     )
 
 
-def load_volume(series: SeriesInfo, rules: dict[str, Any] | None = None) -> LoadedSeries:
+def load_volume(series: SeriesInfo, rules: Mapping[str, Any] | None = None) -> LoadedSeries:
     """Decode the pixel data of ``series`` into a float32 HU volume (see module docstring for the checks).
 
     Image planes (the files of a classic series, the frames of an Enhanced / Legacy Converted Enhanced CT

@@ -112,7 +112,7 @@ class HipFrame:
         """(..., 3) LPS mm points -> (..., 3) dimensionless hip-frame coordinates (u, v, w)."""
         return self.to_frame_mm(p_lps) / self.scale_mm
 
-    def to_dict(self) -> dict[str, list]:
+    def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (lists of floats; mm, LPS)."""
         return {"origin_lps_mm": self.origin_lps.tolist(), "axes_lps": self.axes.tolist(),
                 "scale_mm": self.scale_mm.tolist(), "left_centroid_lps_mm": self.left_centroid_lps.tolist(),
@@ -144,7 +144,7 @@ class FrameRegion:
         object.__setattr__(self, "low", lo)
         object.__setattr__(self, "high", hi)
 
-    def contains(self, uvw: Sequence[float]) -> bool:
+    def contains(self, uvw: Sequence[float] | np.ndarray) -> bool:
         """True when the point ``(u, v, w)`` lies in the box (bounds included)."""
         return all(a <= float(x) <= b for a, x, b in zip(self.low, uvw, self.high))
 

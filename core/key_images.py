@@ -290,7 +290,7 @@ def _render(view: str, title: str, ct: Volume | None, labels: Volume | None, g: 
         h, w = len(g.row_index), len(g.col_index)
         down, right = _view_directions(ct, g)
         cy, cx = g.y0 + h / 2, g.x0 + w / 2
-        letter = dict(size=20, weight="bold", ha="center", va="center", color="#ffff66")
+        letter: dict[str, Any] = dict(size=20, weight="bold", ha="center", va="center", color="#ffff66")
         text(cx, g.y0 - 16, orientation_letters(-down), **letter)
         text(cx, g.y0 + h + 16, orientation_letters(down), **letter)
         text(g.x0 - 18, cy, orientation_letters(-right), **letter)

@@ -101,7 +101,8 @@ def load_model(models_root: Path, name: str, device: torch.device | None = None)
             "refusing to load"
         )
     device = device or pick_device()
-    module = torch.jit.load(str(weights), map_location=device)
+    module = torch.jit.load(  # type: ignore[no-untyped-call]  # torch.jit.load is unannotated
+        str(weights), map_location=device)
     module.eval()
     return LoadedModel(name=name, module=module, metadata=meta, device=device, folder=folder)
 
@@ -132,6 +133,7 @@ def load_variant(model: LoadedModel, variant: str) -> torch.jit.ScriptModule:
     if digest != entry["sha256"]:
         raise ModelError(f"model '{model.name}': sha256 of {entry['file']} does not match its metadata; "
                          "refusing to load")
-    module = torch.jit.load(str(path), map_location=model.device)
+    module = torch.jit.load(  # type: ignore[no-untyped-call]  # torch.jit.load is unannotated
+        str(path), map_location=model.device)
     module.eval()
     return module

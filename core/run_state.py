@@ -134,6 +134,18 @@ class RunState:
         """True once the outcome is decided (an error, or not_applicable): later analysis steps pass."""
         return self.status is not None and Status(self.status).final
 
+    def require_loaded(self) -> LoadedSeries:
+        """The loaded series (for the stages after loading; a RuntimeError, an internal error, before it)."""
+        if self.loaded is None:
+            raise RuntimeError("no series loaded")
+        return self.loaded
+
+    def require_labels(self) -> Volume:
+        """The combined label map (for the stages after post-processing)."""
+        if self.labels is None:
+            raise RuntimeError("no label map")
+        return self.labels
+
     def fail(self, reason: str, exit_code: int) -> None:
         self.status, self.reason, self.exit_code = Status.ERROR, reason, exit_code
 
@@ -172,6 +184,31 @@ def output_files(outputs: dict[str, Any]) -> list[str]:
     return names
 
 
+class Findings(TypedDict):
+    """What a run found, as result.json states it and the SR and the key images report it."""
+
+    status: Status | None
+    study_instance_uid: str | None
+    series_instance_uid: str | None
+    predicted_class: str | None
+    probabilities: dict[str, float]      # class key (the classifier's metadata) -> probability
+    tumour: TumourFindings | None
+    hip_bone: HipBoneFindings | None
+    clinical: ClinicalFindings | None
+    warnings: list[str]
+    models: dict[str, dict[str, str]]    # model name -> version, sha256, device
+    segment_numbers: dict[str, int]      # SEG segment label -> segment number (empty without a SEG)
+
+
+def findings(state: RunState) -> Findings:
+    """The run's findings (copies): the one value behind result.json, the SR and the key images."""
+    return Findings(status=state.status, study_instance_uid=state.study_instance_uid,
+                    series_instance_uid=state.series_instance_uid, predicted_class=state.predicted_class,
+                    probabilities=dict(state.probabilities), tumour=state.tumour, hip_bone=state.hip_bone,
+                    clinical=state.clinical, warnings=list(state.warnings), models=state.models,
+                    segment_numbers=dict(state.segment_numbers))
+
+
 def result_document(state: RunState, outputs: dict[str, Any],
                     dicom_outputs: list[dict[str, str]] | None = None) -> dict[str, Any]:
     """The ``result.json`` document (schema ``sacral-tumour-result/2``) for a run.
@@ -183,22 +220,14 @@ def result_document(state: RunState, outputs: dict[str, Any],
     """
     timings = dict(state.timings)
     timings["total"] = round(time.perf_counter() - state.started, 3)
+    f = findings(state)
     doc: dict[str, Any] = {
         "schema": SCHEMA,
-        "status": state.status,
-        "study_instance_uid": state.study_instance_uid,
-        "series_instance_uid": state.series_instance_uid,
-        "predicted_class": state.predicted_class,
-        "probabilities": dict(state.probabilities),
-        "tumour": state.tumour,
-        "hip_bone": state.hip_bone,
-        "clinical": state.clinical,
-        "warnings": list(state.warnings),
-        "models": state.models,
+        **{k: v for k, v in f.items() if k != "segment_numbers"},
         "timings_s": timings,
         "outputs": outputs,
         "dicom_outputs": list(dicom_outputs or []),
-        "segment_numbers": dict(state.segment_numbers) if outputs.get("seg") else {},
+        "segment_numbers": f["segment_numbers"] if outputs.get("seg") else {},
     }
     if state.status == Status.ERROR:
         doc["reason"] = state.reason

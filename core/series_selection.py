@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import re
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -126,7 +127,7 @@ def _rejections(s: SeriesInfo, rules: dict[str, Any]) -> list[str]:
     return out
 
 
-def _rank_key(s: SeriesInfo, rules: dict[str, Any]) -> tuple:
+def _rank_key(s: SeriesInfo, rules: dict[str, Any]) -> tuple[Any, ...]:
     kc = kernel_class(s.convolution_kernel, rules)
     prefer = rules["kernel"]["prefer"]
     order = {"soft": {"soft": 0, "unknown": 1, "sharp": 2}, "sharp": {"sharp": 0, "unknown": 1, "soft": 2}}
@@ -146,7 +147,7 @@ def same_acquisition(a: SeriesInfo, b: SeriesInfo, rules: dict[str, Any]) -> boo
     """True when two series look like one acquisition stored twice, once classic and once multi-frame: same
     study and frame of reference (both present), image size, slice count, thickness, kernel and contrast
     (headers only; e.g. a Legacy Converted Enhanced CT made from the classic series)."""
-    def key(s: SeriesInfo) -> tuple:
+    def key(s: SeriesInfo) -> tuple[Any, ...]:
         return (s.study_instance_uid, str(s.header.get("FrameOfReferenceUID") or "").strip(),
                 str(s.header.get("Rows")), str(s.header.get("Columns")), s.n_slices, s.slice_thickness_mm,
                 s.convolution_kernel.strip().upper(), _contrast(s, rules))
@@ -158,7 +159,7 @@ def _plural(n: int, word: str, plural: str | None = None) -> str:
     return f"{n} {word if n == 1 else (plural or word + 's')}"
 
 
-def select_series(scan: StudyScan, rules: dict[str, Any] | None = None) -> Selection:
+def select_series(scan: StudyScan, rules: Mapping[str, Any] | None = None) -> Selection:
     """Pick the series to analyse from ``scan`` according to ``rules`` (partial dicts are merged over defaults)."""
     rules = merge_rules(rules)
     if rules["multiple_studies"] != "best_overall":

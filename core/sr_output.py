@@ -42,6 +42,7 @@ from typing import Any
 
 import highdicom as hd
 import pydicom
+import pydicom.sr.codedict
 from highdicom.sr import CodedConcept
 
 from core import codes, provenance
@@ -296,7 +297,8 @@ def _name(item: pydicom.Dataset) -> tuple[str, str] | None:
     return codes.code_key(seq[0]) if seq else None
 
 
-def _children(item: pydicom.Dataset, name=None, value_type: str | None = None) -> list[pydicom.Dataset]:
+def _children(item: pydicom.Dataset, name: CodedConcept | None = None,
+              value_type: str | None = None) -> list[pydicom.Dataset]:
     out = []
     for child in item.get("ContentSequence", []):
         if name is not None and _name(child) != codes.code_key(name):
@@ -316,7 +318,7 @@ def _code_value(item: pydicom.Dataset) -> tuple[str, str]:
     return codes.code_key(item.ConceptCodeSequence[0])
 
 
-def read_sr_findings(path_or_dataset: str | os.PathLike | pydicom.Dataset) -> dict[str, Any]:
+def read_sr_findings(path_or_dataset: str | os.PathLike[str] | pydicom.Dataset) -> dict[str, Any]:
     """Read a report written by :func:`build_sr` back from its content tree (pydicom only).
 
     Returns:
@@ -356,10 +358,10 @@ def read_sr_findings(path_or_dataset: str | os.PathLike | pydicom.Dataset) -> di
                 out["volume_ml"] = volume
                 u = [nums.get(codes.code_key(c)) for c in codes.LOCATION_NORMALISED]
                 if all(x is not None for x in u):
-                    out["location_hip_frame"] = [_num_value(x) for x in u]
+                    out["location_hip_frame"] = [_num_value(x) for x in u if x is not None]
                 mm = [nums.get(codes.code_key(c)) for c in codes.LOCATION_MM]
                 if all(x is not None for x in mm):
-                    out["location_hip_frame_mm"] = [_num_value(x) for x in mm]
+                    out["location_hip_frame_mm"] = [_num_value(x) for x in mm if x is not None]
                 out["probabilities"] = {prob_by_code[k]: _num_value(n) for k, n in nums.items() if k in prob_by_code}
                 for c in _children(group, codes.CLASSIFICATION, "CODE"):
                     out["predicted_class"] = type_by_code.get(_code_value(c))

@@ -49,7 +49,8 @@ class Volume:
     @property
     def shape(self) -> tuple[int, int, int]:
         """(D, H, W) voxel counts."""
-        return tuple(self.array.shape)  # type: ignore[return-value]
+        d, h, w = self.array.shape
+        return int(d), int(h), int(w)
 
     @property
     def spacing(self) -> np.ndarray:

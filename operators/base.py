@@ -54,7 +54,8 @@ class StageOperator(Operator):
     def receive_state(self, op_input: Any) -> RunState:
         """The run state from the input port(s); fan-in ports all carry the same object."""
         states = [op_input.receive(name) for name in self.inputs]
-        return states[0]
+        state: RunState = states[0]
+        return state
 
     def run(self, state: RunState) -> None:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -31,8 +31,8 @@ class TumourClassifierOperator(ModelStageOperator):
         if state.status != Status.TUMOUR_FOUND:
             return
         meta = m.metadata
-        crop = tumour_crop(state.loaded.volume, state.labels.array == TUMOUR, meta["crop"])
-        tab, _ = clinical.standardise(state.tabular, meta["features"])
+        crop = tumour_crop(state.require_loaded().volume, state.require_labels().array == TUMOUR, meta["crop"])
+        tab, _ = clinical.standardise(state.tabular or {}, meta["features"])
         p = predict_proba(m.module, crop, tab, m.device)
         state.probabilities = probabilities_by_class(p, meta["classes"])
         state.predicted_class = meta["classes"][int(p.argmax())]

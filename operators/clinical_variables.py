@@ -26,7 +26,7 @@ class ClinicalVariablesOperator(StageOperator):
         super().__init__(fragment, *args, **kwargs)
 
     def run(self, state: RunState) -> None:
-        header = state.loaded.datasets[0]
+        header = state.require_loaded().datasets[0]
         age, sex = clinical.age_years(header), clinical.sex(header)
         values: dict[str, Any] = {"sex": sex, "age_years": age}
         if state.tumour is not None:

@@ -43,10 +43,10 @@ class DicomSegWriterOperator(StageOperator):
                          "sha256": str(used.get("sha256", meta["sha256"]))}
             segments += [{**lab, "algorithm": algorithm} for lab in meta["labels"] if int(lab["value"]) > 0]
         app = state.config.application
-        seg = build_seg(state.loaded.datasets, np.ascontiguousarray(state.labels.array), segments,
+        seg = build_seg(state.require_loaded().datasets, np.ascontiguousarray(state.labels.array), segments,
                         algorithm_name=app.title, algorithm_version=app.version,
                         software_versions=provenance.software_versions(app.version),
-                        source_frames=state.loaded.source_frames)
+                        source_frames=state.require_loaded().source_frames)
         state.segment_numbers = segment_number_map(seg, segments)
         stage_dataset(state, "seg", SEG_FILE, seg)
         state.seg_dataset = seg

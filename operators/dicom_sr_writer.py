@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from core import provenance
 from core.publishing import stage_dataset
-from core.run_state import RunState, result_document
+from core.run_state import RunState, findings
 from core.sr_output import build_sr
 from operators.base import StageOperator
 
@@ -19,10 +19,8 @@ class DicomSRWriterOperator(StageOperator):
     runs_when_finished = True  # a not_applicable run gets an SR that says why
 
     def run(self, state: RunState) -> None:
-        findings = result_document(state, outputs={})
-        findings["segment_numbers"] = dict(state.segment_numbers)
         app = state.config.application
-        sr = build_sr(state.loaded.datasets, state.seg_dataset, findings,
+        sr = build_sr(state.require_loaded().datasets, state.seg_dataset, findings(state),
                       algorithm_name=app.title, algorithm_version=app.version,
                       software_versions=provenance.software_versions(app.version))
         stage_dataset(state, "sr", SR_FILE, sr)

@@ -27,6 +27,6 @@ class KosWriterOperator(StageOperator):
         if not referenced:
             return
         app = state.config.application
-        kos = build_kos(state.loaded.datasets, referenced, title=codes.KOS_TITLES[out.kos_title],
+        kos = build_kos(state.require_loaded().datasets, referenced, title=codes.KOS_TITLES[out.kos_title],
                         algorithm_name=app.title, app_version=app.version)
         stage_dataset(state, "kos", KOS_FILE, kos)

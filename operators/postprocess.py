@@ -19,8 +19,8 @@ class LargestComponentOperator(StageOperator):
     inputs = ("hip", "tumour")
 
     def run(self, state: RunState) -> None:
-        assert state.loaded is not None and state.hip_labels is not None and state.tumour_labels is not None
-        ct, analysis = state.loaded.volume, state.config.analysis
+        assert state.hip_labels is not None and state.tumour_labels is not None  # both segmentations ran
+        ct, analysis = state.require_loaded().volume, state.config.analysis
         labels, rejected = merge_structures(state.hip_labels, state.tumour_labels, affine=ct.affine,
                                             region=state.sacral_region)
         state.labels = ct.with_array(labels)

@@ -21,8 +21,9 @@ TIERS = ("unit", "app", "system")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Every test belongs to a tier: one without a tier marker is an error (it would escape `make test-fast`
-    and the tier selections silently)."""
+    """Every test belongs to a tier: one without a tier marker is an error (it would escape the tier selections
+    silently). A test of a ``unit`` module marked ``app`` or ``system`` itself belongs to that slower tier
+    (``make test-fast`` selects ``unit and not app and not system``)."""
     untiered = [item.nodeid for item in items if not any(item.get_closest_marker(t) for t in TIERS)]
     if untiered:
         raise pytest.UsageError(f"tests without a tier marker ({', '.join(TIERS)}): {', '.join(untiered[:10])}")

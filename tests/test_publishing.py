@@ -15,7 +15,7 @@ from dicom_factory import write_ct_series
 
 from app.config import DEFAULT_CONFIG, load_config
 from core.publishing import RESULT_FILE, check_output_writable, finish, stage_dataset
-from core.run_state import EXIT_OK, EXIT_OUTPUT, RunFailure, RunState
+from core.run_state import EXIT_OK, EXIT_OUTPUT, RunFailure, RunState, findings, result_document
 from core.status import Status
 
 pytestmark = pytest.mark.unit
@@ -113,3 +113,18 @@ def test_output_path_under_a_file_fails_before_the_analysis(tmp_path: Path) -> N
     assert (e.value.exit_code, e.value.reason) == (EXIT_OUTPUT, "output folder is not writable: Not a directory")
     check_output_writable(tmp_path / "new" / "out")
     assert os.listdir(tmp_path / "new" / "out") == []
+
+
+def test_result_json_states_the_findings_the_sr_and_key_images_get(tmp_path: Path, dataset: pydicom.Dataset) -> None:
+    state = new_state(tmp_path)
+    state.status, state.predicted_class, state.probabilities = Status.TUMOUR_FOUND, "chordoma", {"chordoma": 0.9}
+    state.segment_numbers = {"sacral tumour": 3}
+    state.warn("a warning")
+    f = findings(state)
+    assert f["segment_numbers"] == {"sacral tumour": 3} and f["status"] == "tumour_found"
+    without_seg = result_document(state, {"seg": None, "sr": "a_sr.dcm", "kos": None, "key_images": []})
+    with_seg = result_document(state, {"seg": "a_seg.dcm", "sr": "a_sr.dcm", "kos": None, "key_images": []})
+    for key in f:
+        if key != "segment_numbers":
+            assert with_seg[key] == without_seg[key] == f[key], key
+    assert (with_seg["segment_numbers"], without_seg["segment_numbers"]) == ({"sacral tumour": 3}, {})
