@@ -466,7 +466,7 @@ def _tumour_edge(c: Cases, d: Path) -> CaseSpec:
     return CaseSpec(s.dicom_dir, d / "out")
 
 
-@case("no_tumour")
+@case("pelvis_without_tumour")
 def _no_tumour(c: Cases, d: Path) -> CaseSpec:
     s = phantom_study(d / "study", seed=777_1, tumour_class="none", matrix=128)
     return CaseSpec(s.dicom_dir, d / "out", expect={"study": s})
@@ -478,7 +478,7 @@ def _good_concurrent(c: Cases, d: Path) -> CaseSpec:
     return CaseSpec(s.dicom_dir, d / "out", expect={"study": s})
 
 
-GROUPS["no_tumour"] = GROUPS["good_concurrent"] = ("good_concurrent", "no_tumour")
+GROUPS["pelvis_without_tumour"] = GROUPS["good_concurrent"] = ("good_concurrent", "pelvis_without_tumour")
 
 
 # ------------------------------------------------------------------------------------- refused inputs

@@ -25,6 +25,7 @@ from core.run_state import output_files
 from core.series_selection import select_series
 from core.sr_output import read_sr_findings
 from core.volume import from_sitk
+from core.status import Status
 
 pytestmark = pytest.mark.app
 
@@ -59,7 +60,7 @@ def test_tumour_study_result_json(studies: dict) -> None:
     assert run.returncode == 0, run.stderr[-2000:]
     doc = run.result
     assert doc["schema"] == "sacral-tumour-result/2"
-    assert doc["status"] == "tumour_found"
+    assert doc["status"] == Status.TUMOUR_FOUND
     assert doc["study_instance_uid"] == row["study_instance_uid"]
     assert doc["series_instance_uid"] == row["series_instance_uid"]
     assert list(doc["probabilities"]) == CLASSES
@@ -118,7 +119,7 @@ def test_sr_agrees_with_result_json(studies: dict) -> None:
     row, run = studies["tumour"]
     doc = run.result
     sr = read_sr_findings(run.output_dir / doc["outputs"]["sr"])
-    assert sr["status"] == "tumour_found"
+    assert sr["status"] == Status.TUMOUR_FOUND
     assert sr["predicted_class"] == doc["predicted_class"]
     for c in CLASSES:
         assert sr["probabilities"][c] == pytest.approx(doc["probabilities"][c], abs=1e-9)
@@ -144,12 +145,12 @@ def test_no_tumour_study(studies: dict) -> None:
     row, run = studies["none"]
     assert run.returncode == 0, run.stderr[-2000:]
     doc = run.result
-    assert doc["status"] == "no_tumour"
+    assert doc["status"] == Status.NO_TUMOUR
     assert doc["predicted_class"] is None and doc["probabilities"] == {} and doc["tumour"] is None
     assert doc["hip_bone"]["left_volume_ml"] > 50 and doc["hip_bone"]["right_volume_ml"] > 50
     assert doc["hip_bone"]["truncated"] is False
     sr = read_sr_findings(run.output_dir / doc["outputs"]["sr"])
-    assert sr["status"] == "no_tumour"
+    assert sr["status"] == Status.NO_TUMOUR
     assert "no sacral tumour detected" in sr["summary"].lower()
 
 
@@ -159,7 +160,7 @@ def test_real_vendor_series_is_not_applicable(real_run: AppRun) -> None:
     run = real_run
     assert run.returncode == 0, run.stderr[-2000:]
     doc = run.result
-    assert doc["status"] == "not_applicable"
+    assert doc["status"] == Status.NOT_APPLICABLE
     assert "series is contrast-enhanced: outside the validated use" in doc["warnings"]
     assert ("not applicable: the scan covers 38 mm along the patient axis, less than the 100 mm a pelvis needs"
             in doc["warnings"]), doc["warnings"]
@@ -175,7 +176,7 @@ def test_unusable_input_is_an_error(tmp_path: Path, models_dir: Path) -> None:
     assert run.returncode == 2
     assert run.stderr.strip().splitlines()[-1].startswith("error: ")
     doc = run.result
-    assert doc["status"] == "error" and doc["reason"]
+    assert doc["status"] == Status.ERROR and doc["reason"]
     assert doc["outputs"] == {"seg": None, "sr": None, "kos": None, "key_images": []}
     assert doc["dicom_outputs"] == [] and doc["segment_numbers"] == {}
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["result.json"]

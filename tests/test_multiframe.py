@@ -31,6 +31,7 @@ from core.run_state import output_files
 from core.seg_output import SEGMENT_DEFAULTS, build_seg
 from core.series_selection import select_series
 from core.sr_output import build_sr, read_sr_findings
+from core.status import Status
 
 pytestmark = pytest.mark.unit
 
@@ -204,7 +205,7 @@ def mf_outputs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     seg = build_seg(loaded.datasets, labels, SEGMENT_DEFAULTS, algorithm_name="Sacral test", algorithm_version="1",
                     source_frames=loaded.source_frames)
     seg.save_as(root / "seg.dcm")
-    findings = {"status": "tumour_found", "predicted_class": "chordoma",
+    findings = {"status": Status.TUMOUR_FOUND, "predicted_class": "chordoma",
                 "probabilities": {"chordoma": 0.9, "metastasis": 0.1},
                 "tumour": {"volume_ml": 1.5, "location_hip_frame": [0.01, 0.3, -0.1],
                            "location_hip_frame_mm": [1.0, 40.0, -12.0]},
@@ -287,7 +288,7 @@ def test_app_gives_the_classic_findings(app_runs: dict, form: str) -> None:
     folder, run = app_runs[form]
     assert classic.returncode == 0 and run.returncode == 0, run.stderr[-2000:]
     a, b = classic.result, run.result
-    assert a["status"] == b["status"] == "tumour_found"
+    assert a["status"] == b["status"] == Status.TUMOUR_FOUND
     assert b["predicted_class"] == a["predicted_class"]
     assert b["tumour"]["volume_ml"] == pytest.approx(a["tumour"]["volume_ml"], rel=0.02)
     assert np.allclose(b["tumour"]["location_hip_frame"], a["tumour"]["location_hip_frame"], atol=0.02)

@@ -48,7 +48,7 @@ def test_everything_published_with_result_json_last(tmp_path: Path, dataset: pyd
     stage_dataset(state, "sr", "a_sr.dcm", dataset)
     stage_dataset(state, "key_image", "a_key.dcm", dataset)
     doc = finish(state)
-    assert state.exit_code == EXIT_OK and doc["status"] == "not_applicable"
+    assert state.exit_code == EXIT_OK and doc["status"] == Status.NOT_APPLICABLE
     assert sorted(p.name for p in state.output_dir.iterdir()) == ["a_key.dcm", "a_sr.dcm", RESULT_FILE]
     assert json.loads((state.output_dir / RESULT_FILE).read_text()) == json.loads(json.dumps(doc))
     assert doc["outputs"] == {"seg": None, "sr": "a_sr.dcm", "kos": None, "key_images": ["a_key.dcm"]}
@@ -121,7 +121,7 @@ def test_result_json_states_the_findings_the_sr_and_key_images_get(tmp_path: Pat
     state.segment_numbers = {"sacral tumour": 3}
     state.warn("a warning")
     f = findings(state)
-    assert f["segment_numbers"] == {"sacral tumour": 3} and f["status"] == "tumour_found"
+    assert f["segment_numbers"] == {"sacral tumour": 3} and f["status"] == Status.TUMOUR_FOUND
     without_seg = result_document(state, {"seg": None, "sr": "a_sr.dcm", "kos": None, "key_images": []})
     with_seg = result_document(state, {"seg": "a_seg.dcm", "sr": "a_sr.dcm", "kos": None, "key_images": []})
     for key in f:

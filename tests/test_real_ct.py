@@ -22,6 +22,7 @@ from core.models import load_model
 from core.postprocess import HIP_LEFT, HIP_RIGHT, largest_component
 from core.segment import segment
 from core.series_selection import select_series
+from core.status import Status
 
 pytestmark = pytest.mark.app
 
@@ -59,7 +60,7 @@ def test_real_abdomen_reports_no_tumour(real_run: AppRun) -> None:
     run = real_run  # the session's one run of this series (tests/conftest.py)
     doc = run.result
     assert run.returncode == 0, run.stderr[-2000:]
-    assert doc["status"] == "not_applicable" and doc["tumour"] is None and doc["probabilities"] == {}
+    assert doc["status"] == Status.NOT_APPLICABLE and doc["tumour"] is None and doc["probabilities"] == {}
     assert doc["hip_bone"] is None or max(doc["hip_bone"]["left_volume_ml"] or 0.0,
                                           doc["hip_bone"]["right_volume_ml"] or 0.0) < MIN_HIP_ML
     seg = doc["outputs"].get("seg")

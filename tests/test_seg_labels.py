@@ -17,6 +17,7 @@ import yaml
 from conftest import REPO, AppRun, run_app
 
 from training.data import labels_from_seg, load_case, prepare, read_manifest
+from core.status import Status
 
 pytestmark = pytest.mark.app
 
@@ -61,7 +62,7 @@ def test_seg_label_map_is_what_the_app_reported(seg_case) -> None:
     assert (lab.array == 1).sum() * vox_ml == pytest.approx(doc["hip_bone"]["left_volume_ml"], rel=2e-3, abs=0.1)
     assert (lab.array == 2).sum() * vox_ml == pytest.approx(doc["hip_bone"]["right_volume_ml"], rel=2e-3, abs=0.1)
     assert (lab.array == 1).any() and (lab.array == 2).any()
-    if doc["status"] == "tumour_found":
+    if doc["status"] == Status.TUMOUR_FOUND:
         assert (lab.array == 3).sum() * vox_ml == pytest.approx(doc["tumour"]["volume_ml"], rel=2e-3, abs=0.1)
     # values by code agree with the segments' labels (read independently, in the source slices' order)
     from core.dicom_header import scan_folder
@@ -94,7 +95,7 @@ def test_training_cache_from_seg_manifest(seg_case, tmp_path: Path) -> None:
     assert seg["age_years"] == nif["age_years"] and seg["sex"] == nif["sex"]
     cache = np.load(tmp_path / "cache" / by_id[row["case_id"] + "_seg"]["file"])
     assert set(np.unique(cache["hip_bone_seg_lab"])) >= {0, 1, 2}
-    if run.result["status"] == "tumour_found":
+    if run.result["status"] == Status.TUMOUR_FOUND:
         assert seg["tumour_volume_ml"] == pytest.approx(run.result["tumour"]["volume_ml"], rel=2e-3)
         assert cache["crop"].shape[0] == 2
         np.testing.assert_allclose([seg["loc_u"], seg["loc_v"], seg["loc_w"]],

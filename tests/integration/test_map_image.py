@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from core.status import Status
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = os.environ.get("MAP_IMAGE", "")
@@ -100,7 +101,7 @@ def test_runs_offline_on_a_generated_study(image_run: tuple[subprocess.Completed
     proc, out = image_run
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads((out / "result.json").read_text())
-    assert result["status"] in ("tumour_found", "no_tumour", "not_applicable"), result.get("reason")
+    assert result["status"] in (Status.TUMOUR_FOUND, Status.NO_TUMOUR, Status.NOT_APPLICABLE), result.get("reason")
 
 
 @pytest.fixture(scope="module")
