@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv demo test bench train evaluate evaluate-external gallery clean
+.PHONY: venv demo test test-fast lint bench train evaluate evaluate-external gallery clean
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -13,9 +13,20 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install -q -r requirements.txt
 	touch $@
 
-# The image tests (tests/integration/test_map_image.py) need a built image: `make map map-test` runs them.
-test: venv
+# The whole suite, after the linters; what CI runs. The image tests (tests/integration/test_map_image.py) need a
+# built image: `make map map-test` runs them. Tiers (pyproject.toml markers): unit, app (application runs),
+# system (training, validation cohorts, external validators, PACS).
+test: venv lint
 	$(PY) -m pytest -q tests --ignore=tests/integration/test_map_image.py
+
+# The unit tier only (plain functions, no application run): under 2 minutes.
+test-fast: venv
+	$(PY) -m pytest -q -m "unit and not app and not system" tests --ignore=tests/integration
+
+# ruff on the Python tree, mypy (strict on core/, see pyproject.toml); zero findings.
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(PY) -m mypy
 
 # The tumour world the shipped models were trained in (training/config.yaml cohort.tumour_world).
 TUMOUR_WORLD = $(shell $(PY) -c "import yaml; print(yaml.safe_load(open('training/config.yaml'))['cohort'].get('tumour_world', 'v1'))")

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from app.runtime import preload_cudart, quiet_threads
+from core.status import Status
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,18 +26,19 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("-o", "--output", type=Path, default=os.environ.get("HOLOSCAN_OUTPUT_PATH"))
     ap.add_argument("-m", "--model", type=Path, default=os.environ.get("HOLOSCAN_MODEL_PATH") or REPO / "models")
     ap.add_argument("-l", "--log-level", default=os.environ.get("HOLOSCAN_LOG_LEVEL", "INFO"))
-    ap.add_argument("--config", type=Path, default=None, help="app.yaml (default: HOLOSCAN_CONFIG_PATH or app/app.yaml)")
+    ap.add_argument("--config", type=Path, default=None,
+                    help="app.yaml (default: HOLOSCAN_CONFIG_PATH or app/app.yaml)")
     a = ap.parse_args(argv)
     if a.input is None or a.output is None:
         ap.error("input and output are required (-i/-o or HOLOSCAN_INPUT_PATH/HOLOSCAN_OUTPUT_PATH)")
     return a
 
 
-def summary(doc: dict, written: bool = True) -> str:
+def summary(doc: dict[str, Any], written: bool = True) -> str:
     """A few readable lines for the console (no patient identifiers); ``written``: the outputs were published."""
     status = doc.get("status")
     lines = [f"status: {status}"]
-    if status == "error":
+    if status == Status.ERROR:
         lines.append(f"reason: {doc.get('reason')}")
     if doc.get("predicted_class"):
         p = doc["probabilities"][doc["predicted_class"]]
@@ -44,7 +46,8 @@ def summary(doc: dict, written: bool = True) -> str:
     t = doc.get("tumour")
     if t:
         u, v, w = t["location_hip_frame"]
-        lines.append(f"tumour volume: {t['volume_ml']:.1f} mL; hip-frame location (u, v, w) = ({u:+.2f}, {v:+.2f}, {w:+.2f})")
+        lines.append(f"tumour volume: {t['volume_ml']:.1f} mL; "
+                     f"hip-frame location (u, v, w) = ({u:+.2f}, {v:+.2f}, {w:+.2f})")
     h = doc.get("hip_bone")
     if h:
         lines.append(f"hip bones: left {h['left_volume_ml']:.0f} mL, right {h['right_volume_ml']:.0f} mL"
@@ -63,8 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("highdicom").setLevel(max(logging.WARNING, logging.getLogger().level))
     quiet_threads()
     preload_cudart()
-    from app.config import load_config
     from app.app import SacralTumourApp
+    from app.config import load_config
     from core.run_state import EXIT_OUTPUT
     try:
         config = load_config(a.config)
@@ -82,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: the application graph ended without a result", file=sys.stderr)
         return 1
     text = summary(doc, written=outcome.get("exit_code") != EXIT_OUTPUT)
-    if doc["status"] == "error":
+    if doc["status"] == Status.ERROR:
         print(f"error: {doc.get('reason')}", file=sys.stderr)
     print(text)
     return int(outcome.get("exit_code", 1))

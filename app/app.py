@@ -13,6 +13,7 @@ from typing import Any
 from monai.deploy.conditions import CountCondition
 from monai.deploy.core import Application
 
+from core.config import AppConfig
 from operators.classifier import TumourClassifierOperator
 from operators.clinical_variables import ClinicalVariablesOperator
 from operators.dicom_seg_writer import DicomSegWriterOperator
@@ -30,30 +31,30 @@ from operators.series_to_volume import SeriesToVolumeOperator
 class SacralTumourApp(Application):
     """Noncontrast pelvic CT study in; DICOM SEG, TID 1500 SR, key images, KOS and result.json out."""
 
-    def __init__(self, *args: Any, config: dict[str, Any], input_dir: Path, output_dir: Path, models_dir: Path,
+    def __init__(self, *args: Any, config: AppConfig, input_dir: Path, output_dir: Path, models_dir: Path,
                  **kwargs: Any) -> None:
         self.config, self.input_dir, self.output_dir, self.models_dir = config, input_dir, output_dir, models_dir
         self.outcome: dict[str, Any] = {}
         super().__init__(*args, **kwargs)
 
     def compose(self) -> None:
-        m = self.config["models"]
-        device = m.get("device", "auto")
+        m = self.config.models
+        device = m.device
         select = SeriesSelectorOperator(self, CountCondition(self, 1), name="series_selector",
                                         input_dir=self.input_dir, output_dir=self.output_dir, config=self.config)
         volume = SeriesToVolumeOperator(self, name="series_to_volume")
         hip = SegmentationOperator(self, name="hip_bone_segmentation", models_dir=self.models_dir,
-                                   model_name=m["hip_bone_seg"], target="hip_labels", device=device)
+                                   model_name=m.hip_bone_seg, target="hip_labels", device=device)
         tumour = SegmentationOperator(self, name="tumour_segmentation", models_dir=self.models_dir,
-                                      model_name=m["tumour_seg"], target="tumour_labels", device=device)
+                                      model_name=m.tumour_seg, target="tumour_labels", device=device)
         largest = LargestComponentOperator(self, name="largest_component")
         location = HipFrameLocationOperator(self, name="hip_frame_location")
         clinical = ClinicalVariablesOperator(self, name="clinical_variables", models_dir=self.models_dir,
-                                             classifier=m["tumour_classifier"])
+                                             classifier=m.tumour_classifier)
         classify = TumourClassifierOperator(self, name="tumour_classifier", models_dir=self.models_dir,
-                                            model_name=m["tumour_classifier"], device=device)
+                                            model_name=m.tumour_classifier, device=device)
         seg = DicomSegWriterOperator(self, name="dicom_seg_writer", models_dir=self.models_dir,
-                                     seg_models=(m["hip_bone_seg"], m["tumour_seg"]))
+                                     seg_models=m.segmentation)
         sr = DicomSRWriterOperator(self, name="dicom_sr_writer")
         key_images = KeyImagesWriterOperator(self, name="key_images_writer")
         kos = KosWriterOperator(self, name="kos_writer")

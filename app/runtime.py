@@ -23,7 +23,8 @@ def preload_cudart() -> str | None:
     spec = importlib.util.find_spec("nvidia")
     roots = list(spec.submodule_search_locations or []) if spec else []
     for root in roots:
-        for cand in sorted(Path(root).glob("cu13/lib/libcudart.so.13*")) + sorted(Path(root).glob("cuda_runtime/lib/libcudart.so.13*")):
+        for cand in (sorted(Path(root).glob("cu13/lib/libcudart.so.13*"))
+                     + sorted(Path(root).glob("cuda_runtime/lib/libcudart.so.13*"))):
             ctypes.CDLL(str(cand), mode=ctypes.RTLD_GLOBAL)
             return str(cand)
     return None

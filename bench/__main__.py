@@ -29,12 +29,13 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import psutil
+
+from app.launch import app_command
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -197,8 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, Any] = {}
     out = work / "out_ours"
     shutil.rmtree(out, ignore_errors=True)
-    ours = measure([sys.executable, "-m", "app", "-i", str(dicom_dir), "-o", str(out), "-m", str(a.models.resolve()),
-                    "--config", str(_config(work, a.device))], env, work / "ours.log")
+    ours = measure(app_command(dicom_dir, out, a.models.resolve(), "--config", str(_config(work, a.device))),
+                   env, work / "ours.log")
     result = json.loads((out / "result.json").read_text()) if (out / "result.json").is_file() else {}
     ours.update(status=result.get("status"), timings_s=result.get("timings_s"),
                 devices={k: v.get("device") for k, v in (result.get("models") or {}).items()})

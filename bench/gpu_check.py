@@ -34,8 +34,10 @@ def prepare(study: Path, label_path: Path, out: Path, models: Path) -> None:
 
     from core import clinical, hip_frame
     from core.classify import tumour_crop
-    from core.dicom_input import load_volume, scan_folder, select_series
+    from core.dicom_header import scan_folder
+    from core.dicom_input import load_volume
     from core.segment import model_input
+    from core.series_selection import select_series
     from core.volume import from_sitk
 
     out.mkdir(parents=True, exist_ok=True)
@@ -95,7 +97,8 @@ def run(data: Path, out: Path, models: Path, repeats: int = 5) -> dict:
         values = sorted(set(np.unique(ref)) - {0})
         report["models"][name] = {
             "model_grid_dhw": list(image.shape[1:]), "first_call_s": round(first, 3),
-            "steady_s_median": round(float(np.median(times)), 4), "cpu_fp32_s_here": round(float(z[f"{name}_cpu_s"]), 3),
+            "steady_s_median": round(float(np.median(times)), 4),
+            "cpu_fp32_s_here": round(float(z[f"{name}_cpu_s"]), 3),
             "dice_vs_cpu_fp32": {int(v): round(_dice(pred == v, ref == v), 4) for v in values},
             "voxel_agreement": round(float((pred == ref).mean()), 6)}
     clf = load_model(models, "tumour_classifier", dev)

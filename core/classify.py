@@ -8,7 +8,8 @@ volume enters through the tabular features.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 import SimpleITK as sitk

@@ -24,10 +24,13 @@ Osteosarcoma SCT 1163405004, Metastasis SCT 128462008.
 from __future__ import annotations
 
 import re
+from typing import Any, cast
 
-from highdicom.sr import CodedConcept
 from highdicom.coding_schemes import CodingSchemeIdentificationItem
+from highdicom.sr import CodedConcept
+from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
 
 PRIVATE_SCHEME = "99SACRAL"
 PRIVATE_SCHEME_ITEM = CodingSchemeIdentificationItem(
@@ -38,7 +41,7 @@ PRIVATE_SCHEME_ITEM = CodingSchemeIdentificationItem(
 )
 
 
-def _cc(code) -> CodedConcept:
+def _cc(code: Code) -> CodedConcept:
     return CodedConcept(code.value, code.scheme_designator, code.meaning)
 
 
@@ -47,8 +50,6 @@ def _private(value: str, meaning: str) -> CodedConcept:
 
 
 # ---------------------------------------------------------------- segmentation property codes (SEG)
-ANATOMICAL_STRUCTURE = _cc(codes.SCT.AnatomicalStructure)  # SCT 91723000
-MORPHOLOGICALLY_ABNORMAL_STRUCTURE = _cc(codes.SCT.MorphologicallyAbnormalStructure)  # SCT 49755003
 HIP = _cc(codes.SCT.Hip)  # SCT 29836001 (no "hip bone" concept with a keyword; TotalSegmentator's choice)
 LEFT = _cc(codes.SCT.Left)  # SCT 7771000
 RIGHT = _cc(codes.SCT.Right)  # SCT 24028007
@@ -153,7 +154,7 @@ def _standard_meanings() -> dict[tuple[str, str], frozenset[str]]:
     from pydicom.sr._concepts_dict import concepts
 
     out: dict[tuple[str, str], set[str]] = {}
-    for scheme, by_keyword in concepts.items():
+    for scheme, by_keyword in cast(dict[str, dict[str, dict[str, tuple[str, Any]]]], concepts).items():
         for entries in by_keyword.values():
             for value, (meaning, _cids) in entries.items():
                 out.setdefault((scheme, value), set()).add(meaning)
@@ -184,7 +185,7 @@ def standard_code(scheme: str, value: str, meaning: str) -> CodedConcept:
     return CodedConcept(str(value), str(scheme), str(meaning))
 
 
-def normalise_meanings(ds) -> int:
+def normalise_meanings(ds: Dataset) -> int:
     """Give every coded item of a dataset (recursively) pydicom's meaning where pydicom has the code.
 
     Catches meanings that libraries write themselves (highdicom 0.28 writes DCM 121232 as "Source Series for
@@ -203,7 +204,7 @@ def normalise_meanings(ds) -> int:
     return changed
 
 
-def code_key(code) -> tuple[str, str]:
+def code_key(code: Any) -> tuple[str, str]:
     """(scheme designator, value): what identifies a code (the meaning is only its display text).
 
     Accepts a pydicom ``Code``, a highdicom ``CodedConcept`` or a plain code sequence item.

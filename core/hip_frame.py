@@ -112,14 +112,14 @@ class HipFrame:
         """(..., 3) LPS mm points -> (..., 3) dimensionless hip-frame coordinates (u, v, w)."""
         return self.to_frame_mm(p_lps) / self.scale_mm
 
-    def to_dict(self) -> dict[str, list]:
+    def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (lists of floats; mm, LPS)."""
         return {"origin_lps_mm": self.origin_lps.tolist(), "axes_lps": self.axes.tolist(),
                 "scale_mm": self.scale_mm.tolist(), "left_centroid_lps_mm": self.left_centroid_lps.tolist(),
                 "right_centroid_lps_mm": self.right_centroid_lps.tolist()}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "HipFrame":
+    def from_dict(cls, d: dict[str, Any]) -> HipFrame:
         """Inverse of :meth:`to_dict`."""
         return cls(d["origin_lps_mm"], d["axes_lps"], d["scale_mm"], d["left_centroid_lps_mm"],
                    d["right_centroid_lps_mm"])
@@ -144,12 +144,12 @@ class FrameRegion:
         object.__setattr__(self, "low", lo)
         object.__setattr__(self, "high", hi)
 
-    def contains(self, uvw: Sequence[float]) -> bool:
+    def contains(self, uvw: Sequence[float] | np.ndarray) -> bool:
         """True when the point ``(u, v, w)`` lies in the box (bounds included)."""
         return all(a <= float(x) <= b for a, x, b in zip(self.low, uvw, self.high))
 
     @classmethod
-    def around(cls, locations: np.ndarray, margin: float) -> "FrameRegion":
+    def around(cls, locations: np.ndarray, margin: float) -> FrameRegion:
         """The bounding box of ``locations`` ((N, 3) normalised ``(u, v, w)``), widened by ``margin`` on each side."""
         pts = np.asarray(locations, dtype=np.float64)
         if pts.ndim != 2 or pts.shape[1] != 3 or len(pts) == 0:
@@ -162,12 +162,12 @@ class FrameRegion:
                 "low": [round(x, 4) for x in self.low], "high": [round(x, 4) for x in self.high]}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "FrameRegion":
+    def from_dict(cls, d: dict[str, Any]) -> FrameRegion:
         """Inverse of :meth:`to_dict`."""
         return cls(tuple(d["low"]), tuple(d["high"]))
 
     @classmethod
-    def of_model(cls, metadata: dict[str, Any]) -> "FrameRegion | None":
+    def of_model(cls, metadata: dict[str, Any]) -> FrameRegion | None:
         """The ``sacral_region`` of a model's ``metadata.json``, or None when the model has none."""
         d = metadata.get("sacral_region")
         return cls.from_dict(d) if d else None

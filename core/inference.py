@@ -29,6 +29,7 @@ def predict_probabilities(
             x, roi_size=tuple(sw["roi_size"]), sw_batch_size=int(sw.get("sw_batch_size", 1)),
             predictor=module, overlap=float(sw.get("overlap", 0.25)), mode=sw.get("mode", "gaussian"),
         )
+    assert isinstance(logits, torch.Tensor)  # one network output (not a tuple or dict of them)
     return torch.softmax(logits.float(), dim=1)[0].cpu().numpy()
 
 

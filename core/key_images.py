@@ -40,6 +40,7 @@ import pydicom
 from scipy import ndimage
 
 from core import codes, provenance
+from core.status import Status
 from core.volume import Volume
 
 CANVAS = (1200, 800)                 # width, height in pixels
@@ -61,9 +62,12 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 }
 #: label value in the label map -> overlay colour name (values of core.postprocess)
 LABEL_COLOURS = {1: "hip_left", 2: "hip_right", 3: "tumour"}
-CLASS_NAMES = {"metastasis": "Metastasis", "chondrosarcoma": "Chondrosarcoma", "osteosarcoma": "Osteosarcoma",
-               "chordoma": "Chordoma", "neurogenic_tumour": "Neurogenic tumour",
-               "giant_cell_tumour": "Giant cell tumour"}
+
+
+def class_name(key: str) -> str:
+    """The display name of a class key of the classifier's metadata (``giant_cell_tumour`` -> ``Giant cell tumour``)."""
+    return key.replace("_", " ").capitalize()
+
 VIEW_AXES = {"axial": (0, 1, 2), "coronal": (1, 0, 2), "sagittal": (2, 0, 1)}  # fixed, row, column axis
 
 
@@ -286,7 +290,7 @@ def _render(view: str, title: str, ct: Volume | None, labels: Volume | None, g: 
         h, w = len(g.row_index), len(g.col_index)
         down, right = _view_directions(ct, g)
         cy, cx = g.y0 + h / 2, g.x0 + w / 2
-        letter = dict(size=20, weight="bold", ha="center", va="center", color="#ffff66")
+        letter: dict[str, Any] = dict(size=20, weight="bold", ha="center", va="center", color="#ffff66")
         text(cx, g.y0 - 16, orientation_letters(-down), **letter)
         text(cx, g.y0 + h + 16, orientation_letters(down), **letter)
         text(g.x0 - 18, cy, orientation_letters(-right), **letter)
@@ -306,17 +310,15 @@ def _render(view: str, title: str, ct: Volume | None, labels: Volume | None, g: 
     status = findings.get("status")
     text(x, y, "Sacral tumour AI result", 19, weight="bold")
     y += 36
-    if status == "tumour_found":
+    if status == Status.TUMOUR_FOUND:
         cls = findings.get("predicted_class")
         probs = findings.get("probabilities") or {}
         if cls:
-            text(x, y, f"Predicted type: {CLASS_NAMES.get(cls, cls)}", 18, weight="bold", color="#ff6060")
+            text(x, y, f"Predicted type: {class_name(cls)}", 18, weight="bold", color="#ff6060")
             y += 30
-        for key in CLASS_NAMES:
-            if key not in probs:
-                continue
+        for key in probs:  # in the classifier's class order (its metadata)
             p = float(probs[key])
-            text(x, y, CLASS_NAMES[key], 14, va="center")
+            text(x, y, class_name(key), 14, va="center")
             bx, bw = x + 192, 150
             canvas[int(y) - 8:int(y) + 8, bx:bx + bw] = (40, 40, 40)
             canvas[int(y) - 8:int(y) + 8, bx:bx + int(round(bw * p))] = \
@@ -335,7 +337,7 @@ def _render(view: str, title: str, ct: Volume | None, labels: Volume | None, g: 
             text(x, y, "(dx, dy, dz) from the origin, mm:", 15)
             text(x + 16, y + 22, _fmt_signed(t["location_hip_frame_mm"], 1), 15)
             y += 48
-    elif status == "no_tumour":
+    elif status == Status.NO_TUMOUR:
         text(x, y, "No sacral tumour detected", 19, weight="bold", color="#80ff80")
         y += 40
     else:
@@ -350,7 +352,7 @@ def _render(view: str, title: str, ct: Volume | None, labels: Volume | None, g: 
     prefix = "not applicable: "
     warnings = list(findings.get("warnings") or [])
     sections = [("Warnings:", warnings)]
-    if status == "not_applicable":  # the reason first, then the other warnings
+    if status == Status.NOT_APPLICABLE:  # the reason first, then the other warnings
         sections = [("Reason:", [w[len(prefix):] for w in warnings if w.startswith(prefix)]),
                     ("Warnings:", [w for w in warnings if not w.startswith(prefix)])]
     bottom = height - 185  # the legend starts below
@@ -426,7 +428,7 @@ def render_key_images(ct: Volume, labels: Volume | None, findings: Mapping[str, 
     if labels is not None and labels.shape != ct.shape:
         raise ValueError(f"labels {labels.shape} and CT {ct.shape} are not on one grid")
     lab = labels.array if labels is not None else None
-    if status == "tumour_found":
+    if status == Status.TUMOUR_FOUND:
         t = findings.get("tumour") or {}
         if t.get("centroid_lps_mm") is not None:
             centre = ct.lps_to_index(np.asarray(t["centroid_lps_mm"], float))[0]

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import highdicom as hd
 import pydicom
+import pydicom.sr.codedict
 from highdicom.sr import CodedConcept
 
 from core import codes, provenance

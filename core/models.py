@@ -97,10 +97,12 @@ def load_model(models_root: Path, name: str, device: torch.device | None = None)
     digest = sha256_of(weights)
     if digest != meta["sha256"]:
         raise ModelError(
-            f"model '{name}': sha256 of {weights.name} is {digest[:12]}..., metadata says {meta['sha256'][:12]}...; refusing to load"
+            f"model '{name}': sha256 of {weights.name} is {digest[:12]}..., metadata says {meta['sha256'][:12]}...; "
+            "refusing to load"
         )
     device = device or pick_device()
-    module = torch.jit.load(str(weights), map_location=device)
+    module = torch.jit.load(  # type: ignore[no-untyped-call]  # torch.jit.load is unannotated
+        str(weights), map_location=device)
     module.eval()
     return LoadedModel(name=name, module=module, metadata=meta, device=device, folder=folder)
 
@@ -129,7 +131,9 @@ def load_variant(model: LoadedModel, variant: str) -> torch.jit.ScriptModule:
         raise ModelError(f"model '{model.name}': variant file {entry['file']} missing")
     digest = sha256_of(path)
     if digest != entry["sha256"]:
-        raise ModelError(f"model '{model.name}': sha256 of {entry['file']} does not match its metadata; refusing to load")
-    module = torch.jit.load(str(path), map_location=model.device)
+        raise ModelError(f"model '{model.name}': sha256 of {entry['file']} does not match its metadata; "
+                         "refusing to load")
+    module = torch.jit.load(  # type: ignore[no-untyped-call]  # torch.jit.load is unannotated
+        str(path), map_location=model.device)
     module.eval()
     return module

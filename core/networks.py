@@ -39,6 +39,10 @@ class FusionClassifier(nn.Module):
     ``tabular_index`` selects which tabular columns the model sees (e.g. clinical only).
     """
 
+    tabular_index: torch.Tensor  # a registered buffer
+    features: nn.Module
+    pool: nn.Module
+
     def __init__(self, arch: dict[str, Any]) -> None:
         super().__init__()
         self.use_image = bool(arch.get("use_image", True))

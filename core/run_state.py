@@ -1,6 +1,6 @@
 """The state of one application run, handed from operator to operator, and the result.json it becomes.
 
-Statuses (``result.json`` ``status``) and exit codes:
+Statuses are :class:`core.status.Status`; exit codes:
 
 =================  =========  ===========================================================================
 status             exit code  meaning
@@ -11,19 +11,30 @@ status             exit code  meaning
                               the reason is in ``warnings``
 ``error``          2          unusable input (no CT series, unreadable files only, refused geometry)
 ``error``          3          a model is missing or fails its sha256 check
-``error``          4          the outputs could not be written (read-only or full output folder)
+``error``          4          the outputs could not be written (read-only or full output or temporary
+                              folder); nothing is left in the output folder
 ``error``          1          an unexpected internal failure
 =================  =========  ===========================================================================
 """
 from __future__ import annotations
 
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
+
+from core.config import AppConfig
+from core.status import Status
+
+if TYPE_CHECKING:  # types only: these modules import nothing from here
+    from pydicom.dataset import Dataset
+
+    from core.dicom_input import LoadedSeries
+    from core.hip_frame import FrameRegion, HipFrame
+    from core.series_selection import Selection
+    from core.volume import Volume
 
 SCHEMA = "sacral-tumour-result/2"
 #: ``outputs`` of a run that wrote no DICOM (an error): the file name of each output role, or none
@@ -45,43 +56,74 @@ class RunFailure(Exception):
         self.exit_code = exit_code
 
 
+class HipBoneFindings(TypedDict):
+    """``hip_bone`` of result.json: segmented volumes (mL) and whether the bone touches the scan's edge."""
+
+    left_volume_ml: float
+    right_volume_ml: float
+    truncated: bool
+
+
+class TumourFindings(TypedDict):
+    """``tumour`` of result.json: volume (mL), centroid (LPS mm) and location in the hip frame
+    (dimensionless u, v, w and mm), see :func:`core.hip_frame.tumour_location`."""
+
+    volume_ml: float
+    centroid_lps_mm: list[float]
+    location_hip_frame: list[float]
+    location_hip_frame_mm: list[float]
+
+
+class ClinicalFindings(TypedDict):
+    """``clinical`` of result.json: age (years) and sex from the header, the variables imputed."""
+
+    age_years: float | None
+    sex: str | None
+    imputed: list[str]
+
+
+#: the classifier's tabular inputs by name (sex as the header's code, numbers in the units of their names)
+Tabular = dict[str, float | str | None]
+
+
 @dataclass
 class RunState:
     """Everything one run has found so far. Arrays are D-H-W on the selected series' grid."""
 
     input_dir: Path
     output_dir: Path
-    config: dict[str, Any]
-    status: str | None = None            # set once the outcome is known
+    config: AppConfig
+    status: Status | None = None         # set once the outcome is known
     reason: str | None = None            # one-line reason for ``error``
     exit_code: int = EXIT_OK
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
     # inputs
-    selection: Any = None                # core.dicom_input.Selection
-    loaded: Any = None                   # core.dicom_input.LoadedSeries (volume + sorted headers)
+    selection: Selection | None = None
+    loaded: LoadedSeries | None = None   # volume + sorted headers
     # segmentation
-    model_grids: dict[tuple, Any] = field(default_factory=dict)  # canonical CT grids by spacing (core.segment)
+    # canonical CT grids by (spacing mm..., antialias), shared by the two segmentations (core.segment)
+    model_grids: dict[tuple[float | bool, ...], Volume] = field(default_factory=dict)
     hip_labels: np.ndarray | None = None      # uint8, values 1 (left) / 2 (right)
     tumour_labels: np.ndarray | None = None   # uint8, value 3
-    sacral_region: Any = None            # core.hip_frame.FrameRegion from the tumour model's metadata, or None
-    labels: Any = None                   # core.volume.Volume, combined and cleaned label map
+    sacral_region: FrameRegion | None = None  # from the tumour model's metadata
+    labels: Volume | None = None              # combined and cleaned label map
     # findings
-    hip_bone: dict[str, Any] | None = None
-    tumour: dict[str, Any] | None = None
-    clinical: dict[str, Any] | None = None
-    tabular: dict[str, float | None] | None = None
+    hip_bone: HipBoneFindings | None = None
+    tumour: TumourFindings | None = None
+    clinical: ClinicalFindings | None = None
+    tabular: Tabular | None = None
     predicted_class: str | None = None
     probabilities: dict[str, float] = field(default_factory=dict)
     ablation: dict[str, dict[str, float]] = field(default_factory=dict)
     models: dict[str, dict[str, str]] = field(default_factory=dict)
-    hip_frame: Any = None                # core.hip_frame.HipFrame when a tumour was located
+    hip_frame: HipFrame | None = None    # when a tumour was located
     segment_numbers: dict[str, int] = field(default_factory=dict)
-    seg_dataset: Any = None              # highdicom Segmentation, referenced by the SR
-    sr_dataset: Any = None               # the TID 1500 SR, referenced by the KOS
-    key_image_datasets: list[Any] = field(default_factory=list)  # Secondary Capture key images
-    # outputs staged in a private temporary folder, published together at the end
+    seg_dataset: Dataset | None = None   # the highdicom Segmentation, referenced by the SR
+    sr_dataset: Dataset | None = None    # the TID 1500 SR, referenced by the KOS
+    key_image_datasets: list[Dataset] = field(default_factory=list)  # Secondary Capture key images
+    # outputs staged in a private temporary folder, published together at the end (core.publishing)
     staged: dict[str, Path] = field(default_factory=dict)       # role ("seg", "sr", "kos") -> staged file
     staged_key_images: list[Path] = field(default_factory=list)
     dicom_outputs: list[dict[str, str]] = field(default_factory=list)  # links of the staged DICOM files
@@ -90,37 +132,26 @@ class RunState:
     @property
     def finished(self) -> bool:
         """True once the outcome is decided (an error, or not_applicable): later analysis steps pass."""
-        return self.status in ("error", "not_applicable")
+        return self.status is not None and Status(self.status).final
 
-    def staging(self) -> Path:
-        """The run's private staging folder (created on first use, removed by the publisher)."""
-        if self.staging_dir is None:
-            self.staging_dir = Path(tempfile.mkdtemp(prefix="sacral-tumour-"))
-        return self.staging_dir
+    def require_loaded(self) -> LoadedSeries:
+        """The loaded series (for the stages after loading; a RuntimeError, an internal error, before it)."""
+        if self.loaded is None:
+            raise RuntimeError("no series loaded")
+        return self.loaded
+
+    def require_labels(self) -> Volume:
+        """The combined label map (for the stages after post-processing)."""
+        if self.labels is None:
+            raise RuntimeError("no label map")
+        return self.labels
 
     def fail(self, reason: str, exit_code: int) -> None:
-        self.status, self.reason, self.exit_code = "error", reason, exit_code
+        self.status, self.reason, self.exit_code = Status.ERROR, reason, exit_code
 
     def warn(self, message: str) -> None:
         if message not in self.warnings:
             self.warnings.append(message)
-
-    def stage_dicom(self, role: str, name: str, ds: Any) -> Path:
-        """Write ``ds`` into the staging folder as ``name`` and record its link for result.json.
-
-        ``role`` is ``seg``, ``sr``, ``kos`` or ``key_image``; the link holds the file name, SOP Class,
-        SOP Instance and Series Instance UIDs and the modality (read from ``ds``).
-        """
-        path = self.staging() / name
-        ds.save_as(path)
-        if role == "key_image":
-            self.staged_key_images.append(path)
-        else:
-            self.staged[role] = path
-        self.dicom_outputs.append({
-            "role": role, "file": name, "modality": str(ds.Modality), "sop_class_uid": str(ds.SOPClassUID),
-            "sop_instance_uid": str(ds.SOPInstanceUID), "series_instance_uid": str(ds.SeriesInstanceUID)})
-        return path
 
     def timed(self, stage: str, seconds: float) -> None:
         self.timings[stage] = round(self.timings.get(stage, 0.0) + seconds, 3)
@@ -130,14 +161,16 @@ class RunState:
         """The study of the series used (as referenced by the outputs)."""
         if self.loaded is not None:
             return str(self.loaded.datasets[0].StudyInstanceUID)
-        return getattr(getattr(self.selection, "series", None), "study_instance_uid", None)
+        series = self.selection.series if self.selection is not None else None
+        return series.study_instance_uid if series is not None else None
 
     @property
     def series_instance_uid(self) -> str | None:
         """The series used (as referenced by the outputs)."""
         if self.loaded is not None:
             return str(self.loaded.datasets[0].SeriesInstanceUID)
-        return getattr(getattr(self.selection, "series", None), "series_instance_uid", None)
+        series = self.selection.series if self.selection is not None else None
+        return series.series_instance_uid if series is not None else None
 
 
 def output_files(outputs: dict[str, Any]) -> list[str]:
@@ -151,6 +184,31 @@ def output_files(outputs: dict[str, Any]) -> list[str]:
     return names
 
 
+class Findings(TypedDict):
+    """What a run found, as result.json states it and the SR and the key images report it."""
+
+    status: Status | None
+    study_instance_uid: str | None
+    series_instance_uid: str | None
+    predicted_class: str | None
+    probabilities: dict[str, float]      # class key (the classifier's metadata) -> probability
+    tumour: TumourFindings | None
+    hip_bone: HipBoneFindings | None
+    clinical: ClinicalFindings | None
+    warnings: list[str]
+    models: dict[str, dict[str, str]]    # model name -> version, sha256, device
+    segment_numbers: dict[str, int]      # SEG segment label -> segment number (empty without a SEG)
+
+
+def findings(state: RunState) -> Findings:
+    """The run's findings (copies): the one value behind result.json, the SR and the key images."""
+    return Findings(status=state.status, study_instance_uid=state.study_instance_uid,
+                    series_instance_uid=state.series_instance_uid, predicted_class=state.predicted_class,
+                    probabilities=dict(state.probabilities), tumour=state.tumour, hip_bone=state.hip_bone,
+                    clinical=state.clinical, warnings=list(state.warnings), models=state.models,
+                    segment_numbers=dict(state.segment_numbers))
+
+
 def result_document(state: RunState, outputs: dict[str, Any],
                     dicom_outputs: list[dict[str, str]] | None = None) -> dict[str, Any]:
     """The ``result.json`` document (schema ``sacral-tumour-result/2``) for a run.
@@ -162,24 +220,16 @@ def result_document(state: RunState, outputs: dict[str, Any],
     """
     timings = dict(state.timings)
     timings["total"] = round(time.perf_counter() - state.started, 3)
+    f = findings(state)
     doc: dict[str, Any] = {
         "schema": SCHEMA,
-        "status": state.status,
-        "study_instance_uid": state.study_instance_uid,
-        "series_instance_uid": state.series_instance_uid,
-        "predicted_class": state.predicted_class,
-        "probabilities": dict(state.probabilities),
-        "tumour": state.tumour,
-        "hip_bone": state.hip_bone,
-        "clinical": state.clinical,
-        "warnings": list(state.warnings),
-        "models": state.models,
+        **{k: v for k, v in f.items() if k != "segment_numbers"},
         "timings_s": timings,
         "outputs": outputs,
         "dicom_outputs": list(dicom_outputs or []),
-        "segment_numbers": dict(state.segment_numbers) if outputs.get("seg") else {},
+        "segment_numbers": f["segment_numbers"] if outputs.get("seg") else {},
     }
-    if state.status == "error":
+    if state.status == Status.ERROR:
         doc["reason"] = state.reason
     if state.ablation:
         doc["ablation"] = state.ablation

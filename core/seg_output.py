@@ -128,8 +128,9 @@ def build_seg(
         source_datasets: CT slice datasets of one series, sorted along the volume's d axis (the order
             of ``labels[d]``). Headers suffice: pixel data may be absent (read with
             ``stop_before_pixels=True``).
-        labels: D-H-W integer label map (uint8 preferred; values 0..255) on exactly that grid (``labels[d, h, w]`` = row h,
-            column w of ``source_datasets[d]``); value n = the segment whose entry has ``"value": n``.
+        labels: D-H-W integer label map (uint8 preferred; values 0..255) on exactly that grid
+            (``labels[d, h, w]`` = row h, column w of ``source_datasets[d]``); value n = the segment whose
+            entry has ``"value": n``.
         segments: one dict per label value: ``value``, ``label``, ``category``, ``type`` and optional
             ``laterality`` / ``anatomic_region`` (each a dict with ``scheme``, ``value``, ``meaning``;
             meanings are replaced by pydicom's where it has the code), and optional ``algorithm``

@@ -9,7 +9,8 @@ linear interpolation before the argmax, so the label map returned is D-H-W on ex
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -90,7 +91,7 @@ def scale_intensity(hu: np.ndarray, spec: dict[str, float]) -> np.ndarray:
     return ((x - a_min) / (a_max - a_min) * (b_max - b_min) + b_min).astype(np.float32)
 
 
-def model_input(ct: Volume, metadata: dict[str, Any], grids: dict[tuple, Volume] | None = None
+def model_input(ct: Volume, metadata: dict[str, Any], grids: dict[tuple[float | bool, ...], Volume] | None = None
                 ) -> tuple[Volume, np.ndarray]:
     """The canonical-grid CT and the network input (1, D, H, W) float32 for a segmentation model.
 
@@ -172,7 +173,7 @@ def probabilities_to_labels(
 
 
 def segment(ct: Volume, module: torch.nn.Module, metadata: dict[str, Any], device: torch.device,
-            grids: dict[tuple, Volume] | None = None) -> np.ndarray:
+            grids: dict[tuple[float | bool, ...], Volume] | None = None) -> np.ndarray:
     """Run one segmentation model on ``ct`` (HU, D-H-W, LPS). Returns uint8 labels D-H-W on ``ct``'s grid.
 
     Output values are those of ``metadata['labels']`` (entries with ``value`` > 0), in channel order.

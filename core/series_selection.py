@@ -1,6 +1,6 @@
-"""Choose the one CT series to analyse from a :class:`core.dicom_input.StudyScan`, by configurable rules.
+"""Choose the one CT series to analyse from a :class:`core.dicom_header.StudyScan`, by configurable rules.
 
-Rules (``app.yaml`` ``series_selection:``, defaults :data:`core.dicom_input.DEFAULT_RULES`):
+Rules (``app.yaml`` ``series_selection:``, defaults :data:`core.dicom_header.DEFAULT_RULES`):
 
 1. hard criteria, each failure is a rejection reason: modality (CT), SOP class (CT Image Storage, Enhanced CT,
    Legacy Converted Enhanced CT; a multi-frame series must be one object, see ``core.dicom_input``), ImageType
@@ -26,14 +26,15 @@ from __future__ import annotations
 import logging
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydicom.uid import UID
 
-from core.dicom_input import (
-    CT_IMAGE_STORAGE, ENHANCED_CT_IMAGE_STORAGE, LEGACY_ENHANCED_CT_IMAGE_STORAGE, InputError, SeriesInfo,
-    StudyScan, classify_orientation, is_contrast, merge_rules,
+from core.dicom_header import (
+    CT_IMAGE_STORAGE, ENHANCED_CT_IMAGE_STORAGE, LEGACY_ENHANCED_CT_IMAGE_STORAGE, InputError, SeriesInfo, StudyScan,
+    classify_orientation, is_contrast, merge_rules,
 )
 
 CONTRAST_WARNING = "series is contrast-enhanced: outside the validated use"
@@ -126,7 +127,7 @@ def _rejections(s: SeriesInfo, rules: dict[str, Any]) -> list[str]:
     return out
 
 
-def _rank_key(s: SeriesInfo, rules: dict[str, Any]) -> tuple:
+def _rank_key(s: SeriesInfo, rules: dict[str, Any]) -> tuple[Any, ...]:
     kc = kernel_class(s.convolution_kernel, rules)
     prefer = rules["kernel"]["prefer"]
     order = {"soft": {"soft": 0, "unknown": 1, "sharp": 2}, "sharp": {"sharp": 0, "unknown": 1, "soft": 2}}
@@ -146,7 +147,7 @@ def same_acquisition(a: SeriesInfo, b: SeriesInfo, rules: dict[str, Any]) -> boo
     """True when two series look like one acquisition stored twice, once classic and once multi-frame: same
     study and frame of reference (both present), image size, slice count, thickness, kernel and contrast
     (headers only; e.g. a Legacy Converted Enhanced CT made from the classic series)."""
-    def key(s: SeriesInfo) -> tuple:
+    def key(s: SeriesInfo) -> tuple[Any, ...]:
         return (s.study_instance_uid, str(s.header.get("FrameOfReferenceUID") or "").strip(),
                 str(s.header.get("Rows")), str(s.header.get("Columns")), s.n_slices, s.slice_thickness_mm,
                 s.convolution_kernel.strip().upper(), _contrast(s, rules))
@@ -158,7 +159,7 @@ def _plural(n: int, word: str, plural: str | None = None) -> str:
     return f"{n} {word if n == 1 else (plural or word + 's')}"
 
 
-def select_series(scan: StudyScan, rules: dict[str, Any] | None = None) -> Selection:
+def select_series(scan: StudyScan, rules: Mapping[str, Any] | None = None) -> Selection:
     """Pick the series to analyse from ``scan`` according to ``rules`` (partial dicts are merged over defaults)."""
     rules = merge_rules(rules)
     if rules["multiple_studies"] != "best_overall":
@@ -222,6 +223,9 @@ def select_series(scan: StudyScan, rules: dict[str, Any] | None = None) -> Selec
         else:
             rejected[s.key] = "qualifies; ranked below the selected series"
     contrast = _contrast(best, rules)
+    # the series handed on carries the contrast decision made here (configured "no contrast" values), which
+    # load_volume records in the volume's metadata
+    best = replace(best, contrast=contrast)
     if contrast and rules["contrast"]["policy"] != "allow":
         warnings.append(CONTRAST_WARNING)
     others = {s.study_instance_uid for s in scan.series} - {best.study_instance_uid}

@@ -42,16 +42,18 @@ from typing import Any
 
 import highdicom as hd
 import pydicom
+import pydicom.sr.codedict
 from highdicom.sr import CodedConcept
 
 from core import codes, provenance
+from core.status import REPORTED, Status
 
 log = logging.getLogger(__name__)
 
 SR_SERIES_DESCRIPTION = "RESEARCH USE ONLY: sacral tumour AI report"
 NO_TUMOUR_TEXT = "No sacral tumour detected"
 DISCLAIMER_TEXT = "RESEARCH USE ONLY. Not for diagnostic use. Results of an AI algorithm; not reviewed by a physician."
-STATUSES = ("tumour_found", "no_tumour", "not_applicable")
+STATUSES = REPORTED
 
 TUMOUR_LABEL = "sacral tumour"
 HIP_LABELS = {"left": "hip bone left", "right": "hip bone right"}
@@ -90,9 +92,9 @@ def _referenced_segment(seg: hd.seg.Segmentation, number: int) -> hd.sr.Referenc
 
 def _summary_text(findings: Mapping[str, Any]) -> str:
     status = findings["status"]
-    if status == "no_tumour":
+    if status == Status.NO_TUMOUR:
         return NO_TUMOUR_TEXT
-    if status == "not_applicable":
+    if status == Status.NOT_APPLICABLE:
         why = "; ".join(findings.get("warnings") or []) or "input outside the scope of the algorithm"
         return f"Not applicable: no analysis result ({why})"
     t = findings["tumour"]
@@ -111,8 +113,8 @@ def _check_findings(findings: Mapping[str, Any]) -> None:
     status = findings.get("status")
     if status not in STATUSES:
         raise ValueError(f"findings['status'] must be one of {STATUSES}, got {status!r}")
-    if status == "tumour_found" and not findings.get("tumour"):
-        raise ValueError("status 'tumour_found' needs findings['tumour']")
+    if status == Status.TUMOUR_FOUND and not findings.get("tumour"):
+        raise ValueError(f"status '{Status.TUMOUR_FOUND}' needs findings['tumour']")
     probs = findings.get("probabilities") or {}
     for name, p in probs.items():
         codes.tumour_class_key(name)  # raises for unknown classes
@@ -177,7 +179,7 @@ def build_sr(
         if seg.StudyInstanceUID != source_datasets[0].StudyInstanceUID:
             raise ValueError("the SEG belongs to another study than the source datasets")
         tumour = findings.get("tumour")
-        if status == "tumour_found" and tumour:
+        if status == Status.TUMOUR_FOUND and tumour:
             number = _segment_number(seg, TUMOUR_LABEL)
             if number is None:
                 raise ValueError(f"status is tumour_found but the SEG has no {TUMOUR_LABEL!r} segment")
@@ -248,10 +250,10 @@ def build_sr(
         name=_fresh(codes.QUALITATIVE_EVALUATIONS),
         relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
     items: list[pydicom.Dataset] = []
-    if status != "not_applicable":
+    if status != Status.NOT_APPLICABLE:
         presence = hd.sr.CodeContentItem(
             name=_fresh(codes.NEOPLASM),
-            value=_fresh(codes.PRESENT if status == "tumour_found" else codes.ABSENT),
+            value=_fresh(codes.PRESENT if status == Status.TUMOUR_FOUND else codes.ABSENT),
             relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
         presence.ContentSequence = hd.sr.ContentSequence([hd.sr.CodeContentItem(
             name=_fresh(codes.FINDING_SITE), value=_fresh(codes.SACRUM),
@@ -295,7 +297,8 @@ def _name(item: pydicom.Dataset) -> tuple[str, str] | None:
     return codes.code_key(seq[0]) if seq else None
 
 
-def _children(item: pydicom.Dataset, name=None, value_type: str | None = None) -> list[pydicom.Dataset]:
+def _children(item: pydicom.Dataset, name: CodedConcept | None = None,
+              value_type: str | None = None) -> list[pydicom.Dataset]:
     out = []
     for child in item.get("ContentSequence", []):
         if name is not None and _name(child) != codes.code_key(name):
@@ -315,7 +318,7 @@ def _code_value(item: pydicom.Dataset) -> tuple[str, str]:
     return codes.code_key(item.ConceptCodeSequence[0])
 
 
-def read_sr_findings(path_or_dataset: str | os.PathLike | pydicom.Dataset) -> dict[str, Any]:
+def read_sr_findings(path_or_dataset: str | os.PathLike[str] | pydicom.Dataset) -> dict[str, Any]:
     """Read a report written by :func:`build_sr` back from its content tree (pydicom only).
 
     Returns:
@@ -355,17 +358,18 @@ def read_sr_findings(path_or_dataset: str | os.PathLike | pydicom.Dataset) -> di
                 out["volume_ml"] = volume
                 u = [nums.get(codes.code_key(c)) for c in codes.LOCATION_NORMALISED]
                 if all(x is not None for x in u):
-                    out["location_hip_frame"] = [_num_value(x) for x in u]
+                    out["location_hip_frame"] = [_num_value(x) for x in u if x is not None]
                 mm = [nums.get(codes.code_key(c)) for c in codes.LOCATION_MM]
                 if all(x is not None for x in mm):
-                    out["location_hip_frame_mm"] = [_num_value(x) for x in mm]
+                    out["location_hip_frame_mm"] = [_num_value(x) for x in mm if x is not None]
                 out["probabilities"] = {prob_by_code[k]: _num_value(n) for k, n in nums.items() if k in prob_by_code}
                 for c in _children(group, codes.CLASSIFICATION, "CODE"):
                     out["predicted_class"] = type_by_code.get(_code_value(c))
             elif codes.code_key(codes.HIP) in finding:
                 sites = _children(group, codes.FINDING_SITE, "CODE")
                 lat = [_code_value(m) for s in sites for m in _children(s, codes.LATERALITY, "CODE")]
-                side = "left" if codes.code_key(codes.LEFT) in lat else "right" if codes.code_key(codes.RIGHT) in lat else None
+                side = ("left" if codes.code_key(codes.LEFT) in lat
+                        else "right" if codes.code_key(codes.RIGHT) in lat else None)
                 if side:
                     out["hip_bone"][f"{side}_volume_ml"] = volume
     for container in _children(ds, codes.QUALITATIVE_EVALUATIONS, "CONTAINER"):

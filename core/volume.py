@@ -49,7 +49,8 @@ class Volume:
     @property
     def shape(self) -> tuple[int, int, int]:
         """(D, H, W) voxel counts."""
-        return tuple(self.array.shape)  # type: ignore[return-value]
+        d, h, w = self.array.shape
+        return int(d), int(h), int(w)
 
     @property
     def spacing(self) -> np.ndarray:
@@ -66,7 +67,7 @@ class Volume:
         """Volume of one voxel in mL (1 mL = 1000 mm^3)."""
         return float(abs(np.linalg.det(self.affine[:3, :3])) / 1000.0)
 
-    def with_array(self, array: np.ndarray, **meta: Any) -> "Volume":
+    def with_array(self, array: np.ndarray, **meta: Any) -> Volume:
         """A volume on the same grid with other voxel values (e.g. a mask of this CT)."""
         if array.shape != self.array.shape:
             raise ValueError(f"shape {array.shape} differs from the grid {self.array.shape}")

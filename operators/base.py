@@ -18,6 +18,7 @@ from monai.deploy.core import Fragment, Operator, OperatorSpec
 
 from core.models import LoadedModel, ModelError, load_model, pick_device
 from core.run_state import EXIT_INTERNAL, EXIT_MODEL, RunFailure, RunState
+from core.status import Status
 
 log = logging.getLogger("sacral_tumour")
 
@@ -29,9 +30,6 @@ class StageOperator(Operator):
     inputs: tuple[str, ...] = ("state",)
     runs_when_finished = False
 
-    def __init__(self, fragment: Fragment, *args: Any, **kwargs: Any) -> None:
-        super().__init__(fragment, *args, **kwargs)
-
     def setup(self, spec: OperatorSpec) -> None:
         for name in self.inputs:
             spec.input(name)
@@ -39,7 +37,7 @@ class StageOperator(Operator):
 
     def compute(self, op_input: Any, op_output: Any, context: Any) -> None:
         state = self.receive_state(op_input)
-        if state.status != "error" and (self.runs_when_finished or not state.finished):
+        if state.status != Status.ERROR and (self.runs_when_finished or not state.finished):
             t0 = time.perf_counter()
             try:
                 self.run(state)
@@ -56,7 +54,8 @@ class StageOperator(Operator):
     def receive_state(self, op_input: Any) -> RunState:
         """The run state from the input port(s); fan-in ports all carry the same object."""
         states = [op_input.receive(name) for name in self.inputs]
-        return states[0]
+        state: RunState = states[0]
+        return state
 
     def run(self, state: RunState) -> None:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -14,6 +14,7 @@ from core.inference import predict_proba
 from core.models import LoadedModel, load_variant
 from core.postprocess import TUMOUR
 from core.run_state import RunState
+from core.status import Status
 from operators.base import ModelStageOperator
 
 
@@ -27,11 +28,11 @@ class TumourClassifierOperator(ModelStageOperator):
 
     def run(self, state: RunState) -> None:
         m = self.model(state)
-        if state.status != "tumour_found":
+        if state.status != Status.TUMOUR_FOUND:
             return
         meta = m.metadata
-        crop = tumour_crop(state.loaded.volume, state.labels.array == TUMOUR, meta["crop"])
-        tab, _ = clinical.standardise(state.tabular, meta["features"])
+        crop = tumour_crop(state.require_loaded().volume, state.require_labels().array == TUMOUR, meta["crop"])
+        tab, _ = clinical.standardise(state.tabular or {}, meta["features"])
         p = predict_proba(m.module, crop, tab, m.device)
         state.probabilities = probabilities_by_class(p, meta["classes"])
         state.predicted_class = meta["classes"][int(p.argmax())]

@@ -13,6 +13,7 @@ from monai.deploy.core import Fragment
 from core import clinical
 from core.models import ModelError, read_metadata
 from core.run_state import EXIT_MODEL, RunFailure, RunState
+from core.status import Status
 from operators.base import StageOperator
 
 
@@ -25,14 +26,14 @@ class ClinicalVariablesOperator(StageOperator):
         super().__init__(fragment, *args, **kwargs)
 
     def run(self, state: RunState) -> None:
-        header = state.loaded.datasets[0]
+        header = state.require_loaded().datasets[0]
         age, sex = clinical.age_years(header), clinical.sex(header)
         values: dict[str, Any] = {"sex": sex, "age_years": age}
         if state.tumour is not None:
             values["tumour_volume_ml"] = state.tumour["volume_ml"]
             values.update(zip(("loc_u", "loc_v", "loc_w"), state.tumour["location_hip_frame"]))
         imputed: list[str] = []
-        if state.status == "tumour_found":
+        if state.status == Status.TUMOUR_FOUND:
             try:
                 spec = read_metadata(self.models_dir / self.classifier)["features"]
             except ModelError as e:

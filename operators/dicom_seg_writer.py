@@ -15,6 +15,7 @@ from monai.deploy.core import Fragment
 
 from core import provenance
 from core.models import read_metadata
+from core.publishing import stage_dataset
 from core.run_state import RunState
 from core.seg_output import build_seg, segment_number_map
 from operators.base import StageOperator
@@ -41,12 +42,12 @@ class DicomSegWriterOperator(StageOperator):
             algorithm = {"name": str(meta["name"]), "version": str(used.get("version", meta["version"])),
                          "sha256": str(used.get("sha256", meta["sha256"]))}
             segments += [{**lab, "algorithm": algorithm} for lab in meta["labels"] if int(lab["value"]) > 0]
-        app = state.config["application"]
-        seg = build_seg(state.loaded.datasets, np.ascontiguousarray(state.labels.array), segments,
-                        algorithm_name=app["title"], algorithm_version=str(app["version"]),
-                        software_versions=provenance.software_versions(str(app["version"])),
-                        source_frames=state.loaded.source_frames)
+        app = state.config.application
+        seg = build_seg(state.require_loaded().datasets, np.ascontiguousarray(state.labels.array), segments,
+                        algorithm_name=app.title, algorithm_version=app.version,
+                        software_versions=provenance.software_versions(app.version),
+                        source_frames=state.require_loaded().source_frames)
         state.segment_numbers = segment_number_map(seg, segments)
-        state.stage_dicom("seg", SEG_FILE, seg)
+        stage_dataset(state, "seg", SEG_FILE, seg)
         state.seg_dataset = seg
 

@@ -6,7 +6,8 @@ are coded measurements that reference the SEG's segments (``core.sr_output``).
 from __future__ import annotations
 
 from core import provenance
-from core.run_state import RunState, result_document
+from core.publishing import stage_dataset
+from core.run_state import RunState, findings
 from core.sr_output import build_sr
 from operators.base import StageOperator
 
@@ -18,11 +19,9 @@ class DicomSRWriterOperator(StageOperator):
     runs_when_finished = True  # a not_applicable run gets an SR that says why
 
     def run(self, state: RunState) -> None:
-        findings = result_document(state, outputs={})
-        findings["segment_numbers"] = dict(state.segment_numbers)
-        app = state.config["application"]
-        sr = build_sr(state.loaded.datasets, state.seg_dataset, findings,
-                      algorithm_name=app["title"], algorithm_version=str(app["version"]),
-                      software_versions=provenance.software_versions(str(app["version"])))
-        state.stage_dicom("sr", SR_FILE, sr)
+        app = state.config.application
+        sr = build_sr(state.require_loaded().datasets, state.seg_dataset, findings(state),
+                      algorithm_name=app.title, algorithm_version=app.version,
+                      software_versions=provenance.software_versions(app.version))
+        stage_dataset(state, "sr", SR_FILE, sr)
         state.sr_dataset = sr

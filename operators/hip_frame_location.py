@@ -1,9 +1,14 @@
-"""Step 5: locate the tumour in the hip-bone reference frame (definition: ``core/hip_frame.py``)."""
+"""Step 5: locate the tumour in the hip-bone reference frame (definition: ``core/hip_frame.py``).
+
+A tumour below ``analysis.min_tumour_volume_ml`` counts as none (:func:`core.assessment.tumour_present`): its
+voxels are removed, so that the SEG agrees with the SR (no tumour segment).
+"""
 from __future__ import annotations
 
-from core import hip_frame
+from core import assessment, hip_frame
 from core.postprocess import HIP_LEFT, HIP_RIGHT, TUMOUR
 from core.run_state import RunState
+from core.status import Status
 from operators.base import StageOperator
 
 
@@ -12,24 +17,25 @@ class HipFrameLocationOperator(StageOperator):
 
     def run(self, state: RunState) -> None:
         labels = state.labels
-        min_ml = float(state.config.get("analysis", {}).get("min_tumour_volume_ml", 10.0))
+        assert labels is not None
         tumour_ml = float((labels.array == TUMOUR).sum() * labels.voxel_volume_ml)
-        if tumour_ml < min_ml:
-            labels.array[labels.array == TUMOUR] = 0  # the SEG then agrees with the SR: no tumour segment
-            state.status = "no_tumour"
+        if not assessment.tumour_present(tumour_ml, state.config.analysis):
+            labels.array[labels.array == TUMOUR] = 0
+            state.status = Status.NO_TUMOUR
             return
         try:
             frame = hip_frame.hip_frame_from_labels(labels, HIP_LEFT, HIP_RIGHT)
         except hip_frame.HipFrameError as e:
-            state.warn(f"not applicable: {e}")
-            state.status = "not_applicable"
+            state.warn(f"{assessment.NOT_APPLICABLE}{e}")
+            state.status = Status.NOT_APPLICABLE
             return
         state.hip_frame = frame
         loc = hip_frame.tumour_location(labels, TUMOUR, frame)
-        cut = hip_frame.truncated_faces(labels, (TUMOUR,))
-        if cut:
-            state.warn(f"sacral tumour touches the edge of the scan ({', '.join(cut)}): its volume and location "
-                       "may be underestimated")
-        state.tumour = {"volume_ml": round(tumour_ml, 3),
-                        **{k: [round(float(x), 4) for x in v] for k, v in loc.items()}}
-        state.status = "tumour_found"
+        warning = assessment.tumour_truncation_warning(hip_frame.truncated_faces(labels, (TUMOUR,)))
+        if warning:
+            state.warn(warning)
+        r = {k: [round(float(x), 4) for x in v] for k, v in loc.items()}
+        state.tumour = {"volume_ml": round(tumour_ml, 3), "centroid_lps_mm": r["centroid_lps_mm"],
+                        "location_hip_frame": r["location_hip_frame"],
+                        "location_hip_frame_mm": r["location_hip_frame_mm"]}
+        state.status = Status.TUMOUR_FOUND

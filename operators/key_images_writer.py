@@ -9,7 +9,9 @@ from __future__ import annotations
 from core import hip_frame
 from core.key_images import build_key_image_datasets, render_key_images
 from core.postprocess import HIP_LEFT, HIP_RIGHT
-from core.run_state import RunState, result_document
+from core.publishing import stage_dataset
+from core.run_state import RunState, findings
+from core.status import Status
 from operators.base import StageOperator
 
 KEY_IMAGE_FILE = "sacral_tumour_key_{index}_{view}.dcm"
@@ -20,18 +22,17 @@ class KeyImagesWriterOperator(StageOperator):
     runs_when_finished = True  # a not_applicable run gets an image that says why
 
     def run(self, state: RunState) -> None:
-        if not state.config["outputs"]["key_images"]:
+        if not state.config.outputs.key_images:
             return
-        findings = result_document(state, outputs={})
         frame = state.hip_frame
-        if frame is None and state.labels is not None and state.status == "no_tumour":
+        if frame is None and state.labels is not None and state.status == Status.NO_TUMOUR:
             try:  # the frame is only computed when there is a tumour to locate
                 frame = hip_frame.hip_frame_from_labels(state.labels, HIP_LEFT, HIP_RIGHT)
             except hip_frame.HipFrameError:
                 frame = None
-        version = str(state.config["application"]["version"])
-        images = render_key_images(state.loaded.volume, state.labels, findings, frame, app_version=version)
-        datasets = build_key_image_datasets(state.loaded.datasets, images, state.loaded.volume, app_version=version)
+        version, loaded = state.config.application.version, state.require_loaded()
+        images = render_key_images(loaded.volume, state.labels, findings(state), frame, app_version=version)
+        datasets = build_key_image_datasets(loaded.datasets, images, loaded.volume, app_version=version)
         for i, (img, ds) in enumerate(zip(images, datasets), start=1):
-            state.stage_dicom("key_image", KEY_IMAGE_FILE.format(index=i, view=img.view), ds)
+            stage_dataset(state, "key_image", KEY_IMAGE_FILE.format(index=i, view=img.view), ds)
         state.key_image_datasets = datasets

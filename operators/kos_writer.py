@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from core import codes
 from core.kos import build_kos
+from core.publishing import stage_dataset
 from core.run_state import RunState
 from operators.base import StageOperator
 
@@ -18,14 +19,14 @@ class KosWriterOperator(StageOperator):
     runs_when_finished = True
 
     def run(self, state: RunState) -> None:
-        out = state.config["outputs"]
-        if not out["key_object_selection"]:
+        out = state.config.outputs
+        if not out.key_object_selection:
             return
         referenced = [*state.key_image_datasets,
                       *(ds for ds in (state.seg_dataset, state.sr_dataset) if ds is not None)]
         if not referenced:
             return
-        app = state.config["application"]
-        kos = build_kos(state.loaded.datasets, referenced, title=codes.KOS_TITLES[out["kos_title"]],
-                        algorithm_name=str(app["title"]), app_version=str(app["version"]))
-        state.stage_dicom("kos", KOS_FILE, kos)
+        app = state.config.application
+        kos = build_kos(state.require_loaded().datasets, referenced, title=codes.KOS_TITLES[out.kos_title],
+                        algorithm_name=app.title, app_version=app.version)
+        stage_dataset(state, "kos", KOS_FILE, kos)

@@ -35,4 +35,5 @@ class SegmentationOperator(ModelStageOperator):
         region = FrameRegion.of_model(m.metadata)
         if region is not None:
             state.sacral_region = region
-        setattr(state, self.target, segment(state.loaded.volume, m.module, m.metadata, m.device, state.model_grids))
+        labels = segment(state.require_loaded().volume, m.module, m.metadata, m.device, state.model_grids)
+        setattr(state, self.target, labels)

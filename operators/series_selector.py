@@ -11,10 +11,12 @@ from typing import Any
 
 from monai.deploy.core import Fragment
 
-from core.dicom_input import scan_folder, select_series
+from core.dicom_header import scan_folder
+from core.config import AppConfig
+from core.publishing import check_output_writable
 from core.run_state import EXIT_INPUT, RunFailure, RunState
+from core.series_selection import select_series
 from operators.base import StageOperator
-from operators.result_publisher import check_output_writable
 
 
 class SeriesSelectorOperator(StageOperator):
@@ -24,7 +26,7 @@ class SeriesSelectorOperator(StageOperator):
     inputs = ()
 
     def __init__(self, fragment: Fragment, *args: Any, input_dir: Path, output_dir: Path,
-                 config: dict[str, Any], **kwargs: Any) -> None:
+                 config: AppConfig, **kwargs: Any) -> None:
         self.input_dir, self.output_dir, self.config = Path(input_dir), Path(output_dir), config
         super().__init__(fragment, *args, **kwargs)
 
@@ -40,7 +42,7 @@ class SeriesSelectorOperator(StageOperator):
             names = ", ".join(sorted(str(p.relative_to(state.input_dir)) for p in scan.unreadable)[:10])
             more = "" if len(scan.unreadable) <= 10 else f" and {len(scan.unreadable) - 10} more"
             state.warn(f"{len(scan.unreadable)} unreadable DICOM file(s) ignored: {names}{more}")
-        selection = select_series(scan, state.config.get("series_selection"))
+        selection = select_series(scan, state.config.series_selection)
         state.selection = selection
         for w in selection.warnings:
             if not (scan.unreadable and "unreadable DICOM file" in w):  # already said above, with the names

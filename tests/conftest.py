@@ -1,46 +1,34 @@
 """Shared fixtures: the repository's models, generated phantom studies, and running the real application.
 
-The application is run as deployed: ``python -m app -i IN -o OUT -m MODELS`` in a subprocess.
+The application is run as deployed: ``python -m app -i IN -o OUT -m MODELS`` in a subprocess
+(:func:`app.launch.run_app`). Every test carries one tier marker (``unit``, ``app`` or ``system``,
+registered in pyproject.toml); a test without one is a collection error.
 """
 from __future__ import annotations
 
 import csv
-import json
 import os
-import subprocess
-import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from app.launch import AppRun, run_app
+
+__all__ = ["MODELS", "REPO", "SHARED_DATA", "AppRun", "run_app"]
+
 REPO = Path(__file__).resolve().parents[1]
+TIERS = ("unit", "app", "system")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test belongs to a tier: one without a tier marker is an error (it would escape the tier selections
+    silently). A test of a ``unit`` module marked ``app`` or ``system`` itself belongs to that slower tier
+    (``make test-fast`` selects ``unit and not app and not system``)."""
+    untiered = [item.nodeid for item in items if not any(item.get_closest_marker(t) for t in TIERS)]
+    if untiered:
+        raise pytest.UsageError(f"tests without a tier marker ({', '.join(TIERS)}): {', '.join(untiered[:10])}")
 SHARED_DATA = REPO.parent / "shared" / "data"
 MODELS = Path(os.environ.get("SACRAL_TEST_MODELS", REPO / "models"))
-
-
-@dataclass
-class AppRun:
-    """One finished run of the application."""
-
-    returncode: int
-    stdout: str
-    stderr: str
-    output_dir: Path
-
-    @property
-    def result(self) -> dict[str, Any]:
-        return json.loads((self.output_dir / "result.json").read_text())
-
-
-def run_app(input_dir: Path, output_dir: Path, models: Path = MODELS, *args: str,
-            env: dict[str, str] | None = None, timeout: int = 600) -> AppRun:
-    """Run ``python -m app`` on ``input_dir`` and return its exit code, streams and output folder."""
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    proc = subprocess.run([sys.executable, "-m", "app", "-i", str(input_dir), "-o", str(output_dir), "-m", str(models), *args],
-                          cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout)
-    return AppRun(proc.returncode, proc.stdout, proc.stderr, Path(output_dir))
 
 
 @pytest.fixture(scope="session")

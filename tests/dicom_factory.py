@@ -10,7 +10,7 @@ import copy
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pydicom

@@ -18,25 +18,26 @@ import random
 import re
 import shutil
 import subprocess
-import sys
 import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 import pydicom
 import yaml
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import (
-    EncapsulatedPDFStorage, EnhancedCTImageStorage, ExplicitVRBigEndian, ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian, JPEG2000Lossless, generate_uid,
-)
-
-from conftest import MODELS, REPO, SHARED_DATA, AppRun
+from conftest import MODELS, REPO, AppRun
 from dicom_factory import (
     corrupt_header, truncate, write_ct_series, write_junk, write_localizer, write_mr_series, write_non_image,
 )
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import (
+    EncapsulatedPDFStorage, EnhancedCTImageStorage, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian,
+    JPEG2000Lossless, generate_uid,
+)
+
+from app.launch import app_command
 
 # --------------------------------------------------------------------------------------------- identifiers
 IDENT = {"patient_name": "Zebedee^Quixotic", "patient_id": "PID-7731-XQ", "birth_date": "19580316",
@@ -47,7 +48,6 @@ SECRETS = ("Zebedee", "Quixotic", "Zébédée", "Quixotić", "PID-7731-XQ", "773
            "19580316", "1958-03-16", "16.03.1958", "03/16/1958", "1958/03/16")
 MALFORMED = {"PatientAge": "5OY", "PatientBirthDate": "19581316", "PatientSex": "X", "StudyDate": "2020-02-30"}
 
-REAL_ABDOMEN = SHARED_DATA / "real_ct_abdomen_j2k"
 STRACE = shutil.which("strace")
 TRACED_CALLS = "open,openat,creat,mkdir,mkdirat,rename,renameat,renameat2,link,linkat,symlink,symlinkat,truncate"
 
@@ -211,7 +211,7 @@ def parse_trace(path: Path, cwd: Path) -> list[str]:
 class Cases:
     """Builds and runs the cases lazily, once per session (a process-wide singleton)."""
 
-    _instance: "Cases | None" = None
+    _instance: Cases | None = None
     _lock = threading.Lock()
 
     def __init__(self, root: Path) -> None:
@@ -222,7 +222,7 @@ class Cases:
         self._studies: dict[str, Study] = {}
 
     @classmethod
-    def get(cls, tmp_path_factory: Any) -> "Cases":
+    def get(cls, tmp_path_factory: Any) -> Cases:
         with cls._lock:
             if cls._instance is None:
                 cls._instance = Cases(tmp_path_factory.mktemp("robust"))
@@ -262,8 +262,8 @@ class Cases:
             if spec.before:
                 spec.before()
             before = sha_tree(spec.input_dir) if spec.input_dir else {}
-            cmd = [sys.executable, "-m", "app", "-i", str(spec.input_dir or case_dir / "absent"),
-                   "-o", str(spec.output_dir), "-m", str(spec.models), "-l", "DEBUG", *spec.args]
+            cmd = app_command(spec.input_dir or case_dir / "absent", spec.output_dir, spec.models, "-l", "DEBUG",
+                              *spec.args)
             trace = case_dir / "strace.log"
             if STRACE:
                 cmd = [STRACE, "-f", "--seccomp-bpf", "-qq", "-e", f"trace={TRACED_CALLS}", "-e", "signal=none",
@@ -440,10 +440,6 @@ def _clinical_malformed(c: Cases, d: Path) -> CaseSpec:
     return _header_variant(c, d, edit, SECRETS + (MALFORMED["PatientBirthDate"],))
 
 
-@case("real_abdomen")
-def _real_abdomen(c: Cases, d: Path) -> CaseSpec:
-    return CaseSpec(REAL_ABDOMEN, d / "out", secrets=())
-
 
 @case("thighs_only")
 def _thighs(c: Cases, d: Path) -> CaseSpec:
@@ -470,7 +466,7 @@ def _tumour_edge(c: Cases, d: Path) -> CaseSpec:
     return CaseSpec(s.dicom_dir, d / "out")
 
 
-@case("no_tumour")
+@case("pelvis_without_tumour")
 def _no_tumour(c: Cases, d: Path) -> CaseSpec:
     s = phantom_study(d / "study", seed=777_1, tumour_class="none", matrix=128)
     return CaseSpec(s.dicom_dir, d / "out", expect={"study": s})
@@ -482,7 +478,7 @@ def _good_concurrent(c: Cases, d: Path) -> CaseSpec:
     return CaseSpec(s.dicom_dir, d / "out", expect={"study": s})
 
 
-GROUPS["no_tumour"] = GROUPS["good_concurrent"] = ("good_concurrent", "no_tumour")
+GROUPS["pelvis_without_tumour"] = GROUPS["good_concurrent"] = ("good_concurrent", "pelvis_without_tumour")
 
 
 # ------------------------------------------------------------------------------------- refused inputs
@@ -663,6 +659,14 @@ def _disk_full_inodes(c: Cases, d: Path) -> CaseSpec:
 def _disk_full_bytes(c: Cases, d: Path) -> CaseSpec:
     """An analysis published to an 8 KiB tmpfs: the first output file runs out of space mid-write."""
     return _tmpfs_output(c, d, "fs", "size=8k")
+
+
+@case("temp_full")
+def _temp_full(c: Cases, d: Path) -> CaseSpec:
+    """The temporary folder (TMPDIR, where outputs are staged) is an 8 KiB tmpfs: staging the SEG fails."""
+    tmp = d / "tmp"  # the case's TMPDIR (Cases._run_together)
+    return CaseSpec(c.study("ref").dicom_dir, d / "out", before=lambda: _mount(tmp, "size=8k"),
+                    after=_umount_after(tmp, d / "listing.json"), expect={"listing": d / "listing.json"})
 
 
 ALL_CASES = tuple(BUILDERS)

@@ -6,8 +6,6 @@ and references, the SR reader for the coded findings, and Dice against the phant
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import random
 import shutil
 import subprocess
@@ -18,12 +16,18 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-
+from tools import require_tool
 from conftest import AppRun, run_app
-from core.dicom_input import load_volume, scan_folder, select_series
+
+from core.dicom_header import scan_folder
+from core.dicom_input import load_volume
 from core.run_state import output_files
+from core.series_selection import select_series
 from core.sr_output import read_sr_findings
 from core.volume import from_sitk
+from core.status import Status
+
+pytestmark = pytest.mark.app
 
 CLASSES = ["metastasis", "chondrosarcoma", "osteosarcoma", "chordoma", "neurogenic_tumour", "giant_cell_tumour"]
 
@@ -56,7 +60,7 @@ def test_tumour_study_result_json(studies: dict) -> None:
     assert run.returncode == 0, run.stderr[-2000:]
     doc = run.result
     assert doc["schema"] == "sacral-tumour-result/2"
-    assert doc["status"] == "tumour_found"
+    assert doc["status"] == Status.TUMOUR_FOUND
     assert doc["study_instance_uid"] == row["study_instance_uid"]
     assert doc["series_instance_uid"] == row["series_instance_uid"]
     assert list(doc["probabilities"]) == CLASSES
@@ -115,7 +119,7 @@ def test_sr_agrees_with_result_json(studies: dict) -> None:
     row, run = studies["tumour"]
     doc = run.result
     sr = read_sr_findings(run.output_dir / doc["outputs"]["sr"])
-    assert sr["status"] == "tumour_found"
+    assert sr["status"] == Status.TUMOUR_FOUND
     assert sr["predicted_class"] == doc["predicted_class"]
     for c in CLASSES:
         assert sr["probabilities"][c] == pytest.approx(doc["probabilities"][c], abs=1e-9)
@@ -128,14 +132,11 @@ def test_sr_agrees_with_result_json(studies: dict) -> None:
 
 @pytest.mark.parametrize("key", ["seg", "sr"])
 def test_dciodvfy_reports_no_error(studies: dict, key: str) -> None:
-    if shutil.which("dciodvfy") is None:
-        if os.environ.get("CI"):
-            pytest.fail("dciodvfy (Debian dicom3tools) is not installed")
-        pytest.skip("dciodvfy not installed (apt-get install dicom3tools)")
+    dciodvfy = require_tool("dciodvfy", install="apt-get install dicom3tools")
     for name in ("tumour", "none"):
         _, run = studies[name]
         path = run.output_dir / run.result["outputs"][key]
-        proc = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
+        proc = subprocess.run([dciodvfy, str(path)], capture_output=True, text=True)
         errors = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("Error")]
         assert errors == [], f"{name} {key}: {errors}"
 
@@ -144,24 +145,25 @@ def test_no_tumour_study(studies: dict) -> None:
     row, run = studies["none"]
     assert run.returncode == 0, run.stderr[-2000:]
     doc = run.result
-    assert doc["status"] == "no_tumour"
+    assert doc["status"] == Status.NO_TUMOUR
     assert doc["predicted_class"] is None and doc["probabilities"] == {} and doc["tumour"] is None
     assert doc["hip_bone"]["left_volume_ml"] > 50 and doc["hip_bone"]["right_volume_ml"] > 50
     assert doc["hip_bone"]["truncated"] is False
     sr = read_sr_findings(run.output_dir / doc["outputs"]["sr"])
-    assert sr["status"] == "no_tumour"
+    assert sr["status"] == Status.NO_TUMOUR
     assert "no sacral tumour detected" in sr["summary"].lower()
 
 
 def test_real_vendor_series_is_not_applicable(real_run: AppRun) -> None:
-    """A contrast-enhanced abdominal series (no pelvis): analysed outside its validated use, never a crash."""
+    """A contrast-enhanced abdominal series (38 mm, no pelvis): not applicable by the coverage rule before any
+    model runs, with the contrast warning; never a crash. (The one run of this series: ``real_run``.)"""
     run = real_run
     assert run.returncode == 0, run.stderr[-2000:]
     doc = run.result
-    assert doc["status"] in ("not_applicable", "no_tumour")
+    assert doc["status"] == Status.NOT_APPLICABLE
     assert "series is contrast-enhanced: outside the validated use" in doc["warnings"]
-    if doc["status"] == "not_applicable":
-        assert any(w.startswith("not applicable:") for w in doc["warnings"])
+    assert ("not applicable: the scan covers 38 mm along the patient axis, less than the 100 mm a pelvis needs"
+            in doc["warnings"]), doc["warnings"]
     sr = read_sr_findings(run.output_dir / doc["outputs"]["sr"])
     assert sr["status"] == doc["status"]
     assert any("contrast" in w for w in sr["warnings"])
@@ -174,7 +176,7 @@ def test_unusable_input_is_an_error(tmp_path: Path, models_dir: Path) -> None:
     assert run.returncode == 2
     assert run.stderr.strip().splitlines()[-1].startswith("error: ")
     doc = run.result
-    assert doc["status"] == "error" and doc["reason"]
+    assert doc["status"] == Status.ERROR and doc["reason"]
     assert doc["outputs"] == {"seg": None, "sr": None, "kos": None, "key_images": []}
     assert doc["dicom_outputs"] == [] and doc["segment_numbers"] == {}
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["result.json"]

@@ -3,14 +3,15 @@ import math
 from pathlib import Path
 
 import numpy as np
-import pytest
 import pydicom
+import pytest
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 
 from core.clinical import FEATURE_ORDER, age_years, fit_feature_spec, sex, standardise, tumour_volume_ml
 
-pytestmark = pytest.mark.filterwarnings("ignore:Invalid value for VR")  # pydicom warns when tests set bad values
+# pydicom warns when tests set bad values
+pytestmark = [pytest.mark.unit, pytest.mark.filterwarnings("ignore:Invalid value for VR")]
 REAL_CT = Path(__file__).parents[2] / "shared/data/real_ct_abdomen_j2k"
 
 

@@ -12,17 +12,20 @@ import numpy as np
 import pydicom
 import pytest
 import yaml
+from dicom_factory import (
+    corrupt_header, hu_pattern, truncate, write_ct_series, write_junk, write_localizer, write_mr_series,
+    write_non_image,
+)
 from pydicom.uid import (
     EnhancedCTImageStorage, ExplicitVRBigEndian, JPEG2000Lossless, JPEGLosslessSV1, JPEGLSLossless, RLELossless,
 )
 
 import core.dicom_input as dicom_input
-from core.dicom_input import DEFAULT_RULES, InputError, load_volume, merge_rules, scan_folder
+from core.dicom_header import DEFAULT_RULES, InputError, merge_rules, scan_folder
+from core.dicom_input import load_volume
 from core.series_selection import CONTRAST_WARNING, select_series
-from dicom_factory import (
-    corrupt_header, hu_pattern, truncate, write_ct_series, write_junk, write_localizer, write_mr_series,
-    write_non_image,
-)
+
+pytestmark = pytest.mark.unit
 
 REAL = Path(__file__).resolve().parents[2] / "shared/data/real_ct_abdomen_j2k"
 
@@ -220,8 +223,8 @@ def test_mixed_folder_selects_the_ct_and_ignores_the_rest(tmp_path, monkeypatch)
         assert soc > 0
         data[soc + 2:soc + 40] = bytes(38)
         f.write_bytes(bytes(data))
-    with pytest.raises(Exception):
-        pydicom.dcmread(other.files[0]).pixel_array
+    with pytest.raises(Exception):  # noqa: B017 - whichever error the decoder raises: it cannot decode
+        _ = pydicom.dcmread(other.files[0]).pixel_array
 
     decoded: list[Path] = []
     real_pixel_array = dicom_input.pixel_array
@@ -332,6 +335,22 @@ def test_contrast_none_value_means_noncontrast(tmp_path):
     assert select_series(scan, {}).warnings == []
 
 
+def test_the_volume_records_the_contrast_decision_of_the_configured_rules(tmp_path):
+    """A site that lists "IOMEPROL" and "IV" as no-contrast values: the selection takes the series as
+    noncontrast, and the volume's metadata says what the selection decided (not the default rules' verdict)."""
+    write_ct_series(tmp_path, contrast=True)
+    scan = scan_folder(tmp_path)
+    assert scan.series[0].contrast  # by the default values
+    rules = {"contrast": {"negative_values": [*DEFAULT_RULES["contrast"]["negative_values"], "IOMEPROL", "IV"]}}
+    sel = select_series(scan, rules)
+    assert sel.series is not None and sel.series.contrast is False and "noncontrast" in sel.reason
+    assert CONTRAST_WARNING not in sel.warnings
+    assert load_volume(sel.series, rules).volume.meta["contrast"] is False
+    # and the default rules: contrast-enhanced in the selection and in the volume alike
+    sel = select_series(scan, {})
+    assert sel.series.contrast is True and load_volume(sel.series).volume.meta["contrast"] is True
+
+
 def test_preferences_kernel_then_thickness_then_count(tmp_path):
     study = write_ct_series(tmp_path / "bone1", kernel="B70f", thickness=1.0, slice_step=1.0, n=40,
                             series_number=2).study_uid
@@ -420,7 +439,7 @@ def test_real_vendor_j2k_series():
     s = scan.series[0]
     assert s.modality == "CT" and s.n_files == 20 and s.contrast and s.orientation == "axial"
     sel = select_series(scan, {})
-    assert sel.series is s and CONTRAST_WARNING in sel.warnings
+    assert sel.series.key == s.key and sel.series.contrast and CONTRAST_WARNING in sel.warnings
     assert select_series(scan, {"contrast": {"policy": "reject"}}).series is None
     loaded = load_volume(s)
     vol = loaded.volume

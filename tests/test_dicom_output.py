@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -14,9 +13,13 @@ import pytest
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
+from tools import require_tool
 from core import codes
 from core.seg_output import SEGMENT_DEFAULTS, build_seg, label_value_map, segment_number_map
 from core.sr_output import build_sr, read_sr_findings
+from core.status import Status
+
+pytestmark = pytest.mark.unit
 
 D, H, W = 20, 64, 48  # slices, rows, columns (non-square: catches a row/column swap)
 SPACING = (0.8, 0.7)  # PixelSpacing: row spacing (between rows), column spacing, mm
@@ -87,7 +90,7 @@ def make_labels(d: int = D, h: int = H, w: int = W) -> np.ndarray:
 
 def _tumour_findings(seg_numbers: dict[str, int]) -> dict:
     return {
-        "status": "tumour_found",
+        "status": Status.TUMOUR_FOUND,
         "predicted_class": "chordoma",
         "probabilities": {"chordoma": 0.61, "chondrosarcoma": 0.12, "giant_cell_tumour": 0.05,
                           "metastasis": 0.1, "neurogenic_tumour": 0.08, "osteosarcoma": 0.04},
@@ -103,16 +106,10 @@ def _tumour_findings(seg_numbers: dict[str, int]) -> dict:
     }
 
 
-DCIODVFY = shutil.which("dciodvfy")
-
-
 def _dciodvfy(path: Path) -> list[str]:
     """Lines with 'Error' that dciodvfy prints for a file (skip/fail when the tool is missing)."""
-    if DCIODVFY is None:
-        if os.environ.get("CI"):
-            pytest.fail("dciodvfy (Debian dicom3tools) is required in CI")
-        pytest.skip("dciodvfy not installed (apt-get install dicom3tools)")
-    res = subprocess.run([DCIODVFY, "-new", str(path)], capture_output=True, text=True, timeout=120)
+    dciodvfy = require_tool("dciodvfy", install="apt-get install dicom3tools")
+    res = subprocess.run([dciodvfy, "-new", str(path)], capture_output=True, text=True, timeout=120)
     out = res.stdout + res.stderr
     return [ln for ln in out.splitlines() if "Error" in ln]
 
@@ -170,7 +167,8 @@ def test_seg_references_and_codes(seg_file, series):
         assert s.SegmentedPropertyCategoryCodeSequence[0].CodeValue == "91723000"
         assert s.SegmentedPropertyTypeCodeSequence[0].CodeValue == "29836001"
     assert left.SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence[0].CodeValue == "7771000"
-    assert right.SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence[0].CodeValue == "24028007"
+    modifier = right.SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence[0]
+    assert modifier.CodeValue == "24028007"
     assert tumour.SegmentedPropertyCategoryCodeSequence[0].CodeValue == "49755003"
     assert tumour.SegmentedPropertyTypeCodeSequence[0].CodeValue == "108369006"
     assert tumour.AnatomicRegionSequence[0].CodeValue == "54735007"
@@ -225,11 +223,11 @@ def sr_files(tmp_path_factory, seg_file, series) -> dict[str, Path]:
 
     no_lab = np.where(make_labels() == 3, 0, make_labels()).astype(np.uint8)
     seg_no = build_seg(series, no_lab, SEGMENT_DEFAULTS, algorithm_name="SacralSeg", algorithm_version="0.1.0")
-    none = {**_tumour_findings(segment_number_map(seg_no)), "status": "no_tumour", "predicted_class": None,
+    none = {**_tumour_findings(segment_number_map(seg_no)), "status": Status.NO_TUMOUR, "predicted_class": None,
             "probabilities": {}, "tumour": None, "warnings": []}
     build_sr(series, seg_no, none, algorithm_name="SacralAI", algorithm_version="0.1.0").save_as(out / "none.dcm")
 
-    na = {**none, "status": "not_applicable", "hip_bone": {}, "segment_numbers": {},
+    na = {**none, "status": Status.NOT_APPLICABLE, "hip_bone": {}, "segment_numbers": {},
           "warnings": ["no hip bone found: outside the validated use"]}
     build_sr(series, None, na, algorithm_name="SacralAI", algorithm_version="0.1.0").save_as(out / "na.dcm")
     return {"tumour": out / "tumour.dcm", "none": out / "none.dcm", "na": out / "na.dcm", "seg": seg}
@@ -238,7 +236,7 @@ def sr_files(tmp_path_factory, seg_file, series) -> dict[str, Path]:
 def test_sr_roundtrip_tumour(sr_files, series):
     expected = _tumour_findings({})
     got = read_sr_findings(sr_files["tumour"])
-    assert got["status"] == "tumour_found"
+    assert got["status"] == Status.TUMOUR_FOUND
     assert got["tumour_present"] is True
     assert got["predicted_class"] == "chordoma"
     assert got["probabilities"] == pytest.approx(expected["probabilities"], abs=1e-12)
@@ -281,7 +279,7 @@ def test_sr_header_and_references(sr_files, series):
 
 def test_sr_no_tumour_statement(sr_files):
     got = read_sr_findings(sr_files["none"])
-    assert got["status"] == "no_tumour"
+    assert got["status"] == Status.NO_TUMOUR
     assert got["tumour_present"] is False
     assert got["summary"] == "No sacral tumour detected"
     assert got["predicted_class"] is None and got["probabilities"] == {} and got["volume_ml"] is None
@@ -291,7 +289,7 @@ def test_sr_no_tumour_statement(sr_files):
 
 def test_sr_not_applicable_without_seg(sr_files):
     got = read_sr_findings(sr_files["na"])
-    assert got["status"] == "not_applicable"
+    assert got["status"] == Status.NOT_APPLICABLE
     assert got["tumour_present"] is None
     assert got["warnings"] == ["no hip bone found: outside the validated use"]
     assert "no hip bone found" in got["summary"]
@@ -338,6 +336,7 @@ def test_dcentvfy_ct_seg_sr_consistent(series, seg_file, sr_files, tmp_path):
     assert [ln for ln in (res.stdout + res.stderr).splitlines() if "Error" in ln] == []
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("case", ["tumour", "na"])
 def test_sr_pixelmed_template_validation(sr_files, case):
     """TID 1500 template conformance with PixelMed DicomSRValidator (Debian pixelmed-apps), if installed."""

@@ -17,6 +17,8 @@ from core.hip_frame import (
 )
 from core.volume import Volume
 
+pytestmark = pytest.mark.unit
+
 SEMI = np.array([30.0, 45.0, 60.0])
 LEFT, RIGHT = np.array([90.0, 0.0, 0.0]), np.array([-90.0, 0.0, 0.0])
 TUMOUR, TUMOUR_R = np.array([0.0, 30.0, 20.0]), 15.0
@@ -171,7 +173,8 @@ def test_reversed_index_order_same_result(base, axis):
 
 
 def test_coverage_cut_above_and_below_hips_unchanged(base):
-    z = base.index_to_lps(np.stack([np.arange(base.shape[0]), np.zeros(base.shape[0]), np.zeros(base.shape[0])], 1))[:, 2]
+    n = base.shape[0]
+    z = base.index_to_lps(np.stack([np.arange(n), np.zeros(n), np.zeros(n)], 1))[:, 2]
     keep = np.flatnonzero((z > -66) & (z < 66))  # hips span z = -60..60 mm
     assert 0 < keep[0] and keep[-1] < base.shape[0] - 1
     aff = base.affine.copy()

@@ -13,6 +13,8 @@ from core.volume import Volume
 from training.phantom import render, sample_patient, sample_scan
 from training.phantom.anatomy import hip_landmarks
 
+pytestmark = pytest.mark.unit
+
 CASES = [(11, "chordoma"), (29, "giant_cell_tumour")]
 
 

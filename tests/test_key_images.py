@@ -11,17 +11,23 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from test_dicom_output import make_ct_series, make_labels
 
 from core import codes
-from core.dicom_input import load_volume, scan_folder, select_series
+from core.dicom_header import scan_folder
+from core.dicom_input import load_volume
 from core.hip_frame import hip_frame_from_labels, tumour_location
 from core.key_images import COLOURS, LABEL_COLOURS, build_key_image_datasets, render_key_images
 from core.kos import build_kos, referenced_uids
 from core.seg_output import SEGMENT_DEFAULTS, build_seg
+from core.series_selection import select_series
 from core.sr_output import build_sr
-from test_dicom_output import make_ct_series, make_labels
+from core.status import Status
 
-MODELS = {"hip_bone_seg": {"version": "0.2.0", "sha256": "a" * 64}, "tumour_seg": {"version": "0.2.0", "sha256": "b" * 64},
+pytestmark = pytest.mark.unit
+
+MODELS = {"hip_bone_seg": {"version": "0.2.0", "sha256": "a" * 64},
+          "tumour_seg": {"version": "0.2.0", "sha256": "b" * 64},
           "tumour_classifier": {"version": "0.2.1", "sha256": "c" * 64}}
 
 
@@ -43,7 +49,7 @@ def _findings(ct, labels):
     frame = hip_frame_from_labels(labels, 1, 2, min_volume_ml=1.0)  # small synthetic hip bones
     loc = tumour_location(labels, 3, frame)
     return frame, {
-        "status": "tumour_found", "predicted_class": "chordoma",
+        "status": Status.TUMOUR_FOUND, "predicted_class": "chordoma",
         "probabilities": {"metastasis": 0.1, "chondrosarcoma": 0.1, "osteosarcoma": 0.05, "chordoma": 0.6,
                           "neurogenic_tumour": 0.1, "giant_cell_tumour": 0.05},
         "tumour": {"volume_ml": 1.2, **loc}, "hip_bone": {"left_volume_ml": 20.0, "right_volume_ml": 19.0},
@@ -118,7 +124,7 @@ def test_no_tumour_and_not_applicable_images(tmp_path: Path) -> None:
     lab = make_labels()
     lab[lab == 3] = 0
     labels = ct.with_array(lab)
-    none = render_key_images(ct, labels, {"status": "no_tumour", "hip_bone": {"left_volume_ml": 20.0,
+    none = render_key_images(ct, labels, {"status": Status.NO_TUMOUR, "hip_bone": {"left_volume_ml": 20.0,
                                                                              "right_volume_ml": 19.0}})
     assert [im.view for im in none] == ["axial"]
     g = none[0].geometry
@@ -127,7 +133,7 @@ def test_no_tumour_and_not_applicable_images(tmp_path: Path) -> None:
     box = none[0].pixels[g.y0:g.y0 + len(g.row_index), g.x0:g.x0 + len(g.col_index)]
     assert not np.all(box == np.array(COLOURS["tumour"], np.uint8), axis=-1).any()
     assert np.all(box == np.array(COLOURS["hip_left"], np.uint8), axis=-1).any()
-    na = render_key_images(ct, None, {"status": "not_applicable", "warnings": ["not applicable: too short"]})
+    na = render_key_images(ct, None, {"status": Status.NOT_APPLICABLE, "warnings": ["not applicable: too short"]})
     assert [im.view for im in na] == ["axial"] and na[0].geometry.fixed_index == round((ct.shape[0] - 1) / 2)
 
 
@@ -178,7 +184,7 @@ def test_body_part_and_laterality_follow_the_general_series_module(tmp_path: Pat
     loaded = _loaded(tmp_path)
     for ds in loaded.datasets:
         ds.BodyPartExamined = body_part
-    images = render_key_images(loaded.volume, None, {"status": "not_applicable", "warnings": []})
+    images = render_key_images(loaded.volume, None, {"status": Status.NOT_APPLICABLE, "warnings": []})
     (sc,) = build_key_image_datasets(loaded.datasets, images, loaded.volume, app_version="1")
     lab = make_labels()
     seg = build_seg(loaded.datasets, lab, SEGMENT_DEFAULTS, algorithm_name="A", algorithm_version="1")

@@ -18,6 +18,8 @@ import jsonschema
 import pytest
 import yaml
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parents[1]
 MANIFESTS = ROOT / "MAP_manifest"
 MODEL_FILES = ("model.ts", "metadata.json")

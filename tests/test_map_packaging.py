@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parents[1]
 DEPS = ROOT / "packaging" / "map_system_deps.sh"
 SHIM = ROOT / "packaging" / "docker-shim" / "docker"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -20,16 +19,21 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
+from tools import require_tool
+from conftest import AppRun, run_app
+from dicom_factory import write_ct_series, write_enhanced_ct, write_legacy_enhanced_ct
 from pydicom.encaps import encapsulate, generate_frames
 from pydicom.uid import EnhancedCTImageStorage, LegacyConvertedEnhancedCTImageStorage, RLELossless
 
-from conftest import AppRun, run_app
-from core.dicom_input import InputError, ensure_copied_attributes, load_volume, scan_folder
+from core.dicom_header import InputError, scan_folder
+from core.dicom_input import ensure_copied_attributes, load_volume
 from core.run_state import output_files
 from core.seg_output import SEGMENT_DEFAULTS, build_seg
 from core.series_selection import select_series
 from core.sr_output import build_sr, read_sr_findings
-from dicom_factory import write_ct_series, write_enhanced_ct, write_legacy_enhanced_ct
+from core.status import Status
+
+pytestmark = pytest.mark.unit
 
 ANGLE = math.radians(20.0)  # in-plane patient rotation: a row/column mix-up changes the affine
 IOP = tuple(round(v, 8) for v in (math.cos(ANGLE), math.sin(ANGLE), 0.0, -math.sin(ANGLE), math.cos(ANGLE), 0.0))
@@ -54,11 +58,7 @@ def _only_series(folder: Path):
 
 
 def _tool_errors(tool: str, *paths: Path) -> list[str]:
-    exe = shutil.which(tool)
-    if exe is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{tool} (Debian dicom3tools) is not installed")
-        pytest.skip(f"{tool} not installed (apt-get install dicom3tools)")
+    exe = require_tool(tool, install="apt-get install dicom3tools")
     proc = subprocess.run([exe, *map(str, paths)], capture_output=True, text=True, timeout=300)
     return [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("Error") or "Error -" in ln]
 
@@ -205,7 +205,7 @@ def mf_outputs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     seg = build_seg(loaded.datasets, labels, SEGMENT_DEFAULTS, algorithm_name="Sacral test", algorithm_version="1",
                     source_frames=loaded.source_frames)
     seg.save_as(root / "seg.dcm")
-    findings = {"status": "tumour_found", "predicted_class": "chordoma",
+    findings = {"status": Status.TUMOUR_FOUND, "predicted_class": "chordoma",
                 "probabilities": {"chordoma": 0.9, "metastasis": 0.1},
                 "tumour": {"volume_ml": 1.5, "location_hip_frame": [0.01, 0.3, -0.1],
                            "location_hip_frame_mm": [1.0, 40.0, -12.0]},
@@ -281,13 +281,14 @@ def app_runs(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> dict
             for name, folder in inputs.items()}
 
 
+@pytest.mark.app
 @pytest.mark.parametrize("form", ["legacy", "enhanced"])
 def test_app_gives_the_classic_findings(app_runs: dict, form: str) -> None:
     _, classic = app_runs["classic"]
     folder, run = app_runs[form]
     assert classic.returncode == 0 and run.returncode == 0, run.stderr[-2000:]
     a, b = classic.result, run.result
-    assert a["status"] == b["status"] == "tumour_found"
+    assert a["status"] == b["status"] == Status.TUMOUR_FOUND
     assert b["predicted_class"] == a["predicted_class"]
     assert b["tumour"]["volume_ml"] == pytest.approx(a["tumour"]["volume_ml"], rel=0.02)
     assert np.allclose(b["tumour"]["location_hip_frame"], a["tumour"]["location_hip_frame"], atol=0.02)
@@ -319,6 +320,7 @@ def test_app_gives_the_classic_findings(app_runs: dict, form: str) -> None:
             assert value not in run.stdout + run.stderr
 
 
+@pytest.mark.app
 @pytest.mark.parametrize("form", ["legacy", "enhanced"])
 def test_app_outputs_pass_dciodvfy_and_dcentvfy(app_runs: dict, form: str) -> None:
     folder, run = app_runs[form]

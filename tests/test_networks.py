@@ -6,6 +6,8 @@ import torch
 
 from core.networks import FusionClassifier, LateFusion, MirrorAveraged
 
+pytestmark = pytest.mark.unit
+
 ARCH = {"in_channels": 2, "init_features": 4, "growth_rate": 4, "block_config": [1, 1], "bn_size": 2,
         "hidden": [8], "dropout": 0.0, "n_tabular": 6, "n_classes": 6}
 

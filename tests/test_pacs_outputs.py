@@ -14,8 +14,6 @@ Independent readers: dciodvfy / dcentvfy (dicom3tools), PixelMed DicomSRValidato
 """
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -25,22 +23,28 @@ import numpy as np
 import pydicom
 import pytest
 import yaml
+from tools import require_tool, unavailable
+from conftest import REPO, SHARED_DATA, AppRun, run_app
 from pydicom.sr._concepts_dict import concepts
 from pydicom.sr.codedict import Collection
+from robust_cases import Cases
 from scipy import ndimage
 
-from conftest import REPO, SHARED_DATA, AppRun, run_app
-from core.dicom_input import load_volume, scan_folder, select_series
+from core.dicom_header import scan_folder
+from core.dicom_input import load_volume
 from core.key_images import COLOURS, LABEL_COLOURS, view_geometry
 from core.kos import referenced_uids
 from core.run_state import output_files
+from core.series_selection import select_series
 from core.sr_output import read_sr_findings
-from robust_cases import Cases
+from core.status import Status
+
+pytestmark = pytest.mark.app
 
 SC_STORAGE = "1.2.840.10008.5.1.4.1.1.7"
 SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 KOS_STORAGE = "1.2.840.10008.5.1.4.1.1.88.59"
-STATUSES = ("tumour_found", "no_tumour", "not_applicable")
+STATUSES = (Status.TUMOUR_FOUND, Status.NO_TUMOUR, Status.NOT_APPLICABLE)
 CASES = (*STATUSES, "real_vendor")
 SEGMENT_VALUES = {"hip bone left": 1, "hip bone right": 2, "sacral tumour": 3}
 
@@ -59,9 +63,9 @@ def runs(studies: dict, real_run: AppRun, tmp_path_factory: pytest.TempPathFacto
         case = cases.run(name)
         return case.input_dir, case.run
 
-    candidates = {"tumour_found": [lambda: study("tumour"), lambda: robust("good")],
-                  "no_tumour": [lambda: study("none"), lambda: robust("no_tumour")],
-                  "not_applicable": [lambda: robust("thighs_only"), lambda: study("none")]}
+    candidates = {Status.TUMOUR_FOUND: [lambda: study("tumour"), lambda: robust("good")],
+                  Status.NO_TUMOUR: [lambda: study("none"), lambda: robust("pelvis_without_tumour")],
+                  Status.NOT_APPLICABLE: [lambda: robust("thighs_only"), lambda: study("none")]}
     out: dict[str, tuple[Path, AppRun]] = {}
     for status, options in candidates.items():
         seen = []
@@ -85,7 +89,7 @@ def _run(runs: dict, case: str) -> tuple[Path, AppRun, dict[str, Any]]:
     source, run = runs[case]
     assert run.returncode == 0, run.stderr[-2000:]
     doc = run.result
-    assert doc["status"] == ("not_applicable" if case == "real_vendor" else case), doc["warnings"]
+    assert doc["status"] == (Status.NOT_APPLICABLE if case == "real_vendor" else case), doc["warnings"]
     return source, run, doc
 
 
@@ -94,12 +98,7 @@ def _datasets(run: AppRun, doc: dict) -> dict[str, pydicom.Dataset]:
 
 
 def _tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{name} (Debian dicom3tools) is required in CI")
-        pytest.skip(f"{name} not installed (apt-get install dicom3tools)")
-    return path
+    return require_tool(name, install="apt-get install dicom3tools")
 
 
 def _errors(proc: subprocess.CompletedProcess) -> list[str]:
@@ -138,7 +137,8 @@ def test_dcentvfy_source_and_outputs_agree(runs: dict, case: str) -> None:
     """Patient, study and equipment attributes agree across the source series and every output."""
     source, run, doc = _run(runs, case)
     dcentvfy = _tool("dcentvfy")
-    files = [str(p) for p in _source_files(source, doc)] + [str(run.output_dir / n) for n in output_files(doc["outputs"])]
+    files = ([str(p) for p in _source_files(source, doc)]
+             + [str(run.output_dir / n) for n in output_files(doc["outputs"])])
     assert len(files) > len(output_files(doc["outputs"])) >= 3
     proc = subprocess.run([dcentvfy, *files], capture_output=True, text=True, timeout=300)
     assert _errors(proc) == []
@@ -147,11 +147,9 @@ def test_dcentvfy_source_and_outputs_agree(runs: dict, case: str) -> None:
 @pytest.mark.parametrize("case", CASES)
 def test_sr_passes_pixelmed(runs: dict, case: str) -> None:
     _, run, doc = _run(runs, case)
-    jar, java = Path("/usr/share/java/pixelmed.jar"), shutil.which("java")
-    if not jar.exists() or java is None:
-        if os.environ.get("CI"):
-            pytest.fail("PixelMed (Debian pixelmed-apps) is required in CI")
-        pytest.skip("PixelMed DicomSRValidator not installed (apt-get install pixelmed-apps)")
+    jar, java = Path("/usr/share/java/pixelmed.jar"), require_tool("java", install="apt-get install pixelmed-apps")
+    if not jar.exists():
+        unavailable("PixelMed DicomSRValidator not installed (apt-get install pixelmed-apps)")
     proc = subprocess.run(
         [java, "-Djdk.xml.xpathExprOpLimit=0", "-Djdk.xml.xpathExprGrpLimit=0", "-Djdk.xml.xpathTotalOpLimit=0",
          "-cp", str(jar), "com.pixelmed.validate.DicomSRValidator", str(run.output_dir / doc["outputs"]["sr"])],
@@ -186,13 +184,13 @@ def test_key_image_outlines_lie_where_the_seg_says(runs: dict, case: str) -> Non
     labels = (_seg_labels(run.output_dir / doc["outputs"]["seg"], loaded.datasets, ct.shape)
               if doc["outputs"]["seg"] else np.zeros(ct.shape, np.uint8))
     names = doc["outputs"]["key_images"]
-    assert len(names) == (3 if case == "tumour_found" else 1)
+    assert len(names) == (3 if case == Status.TUMOUR_FOUND else 1)
     views = []
     for name in names:
         ds = pydicom.dcmread(run.output_dir / name)
         view = str(ds.ImageComments).split()[0].lower()
         views.append(view)
-        if case == "tumour_found":
+        if case == Status.TUMOUR_FOUND:
             centre = ct.lps_to_index(np.asarray(doc["tumour"]["centroid_lps_mm"]))[0]
         elif labels.any():
             centre = np.argwhere(np.isin(labels, (1, 2))).mean(axis=0)
@@ -217,13 +215,13 @@ def test_key_image_outlines_lie_where_the_seg_says(runs: dict, case: str) -> Non
             outline = mask & ~ndimage.binary_erosion(mask, iterations=2, border_value=0)
             if outline.sum() >= 20:
                 assert (drawn & outline).sum() >= 0.9 * outline.sum(), f"{name}: {colour} outline incomplete"
-            if case == "tumour_found" and value == 3:
+            if case == Status.TUMOUR_FOUND and value == 3:
                 assert drawn.sum() > 50, f"{name}: no tumour outline"
-            if case == "no_tumour" and value == 3:
+            if case == Status.NO_TUMOUR and value == 3:
                 assert not drawn.any()
-        if case == "no_tumour":
+        if case == Status.NO_TUMOUR:
             assert all(np.all(box == np.array(COLOURS[c], np.uint8), axis=-1).any() for c in ("hip_left", "hip_right"))
-    assert views == (["axial", "coronal", "sagittal"] if case == "tumour_found" else ["axial"])
+    assert views == (["axial", "coronal", "sagittal"] if case == Status.TUMOUR_FOUND else ["axial"])
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -305,7 +303,7 @@ def test_result_json_links_match_the_files(runs: dict, case: str) -> None:
         assert doc["segment_numbers"] == {str(i.SegmentLabel): int(i.SegmentNumber) for i in seg.SegmentSequence}
         sr = read_sr_findings(run.output_dir / doc["outputs"]["sr"])
         assert sr["segment_numbers"].items() <= doc["segment_numbers"].items()
-        if case == "tumour_found":
+        if case == Status.TUMOUR_FOUND:
             assert doc["segment_numbers"] == {"hip bone left": 1, "hip bone right": 2, "sacral tumour": 3}
     else:
         assert doc["segment_numbers"] == {}
@@ -350,11 +348,11 @@ def test_provenance_names_models_and_application(runs: dict, case: str) -> None:
     sr = objs[doc["outputs"]["sr"]]
     versions = _text_items(sr, "111003")  # Algorithm Version (TID 4019)
     params = _text_items(sr, "111002")    # Algorithm Parameters
-    if case == "not_applicable":
+    if case == Status.NOT_APPLICABLE:
         return
     assert f"hip_bone_seg {models['hip_bone_seg']['version']}" in versions
     assert f"hip_bone_seg sha256={models['hip_bone_seg']['sha256']}" in params
-    if case == "tumour_found":
+    if case == Status.TUMOUR_FOUND:
         expected = "; ".join(f"{n} {models[n]['version']}" for n in models)
         assert expected in versions and set(models) == {"hip_bone_seg", "tumour_seg", "tumour_classifier"}
         for n, m in models.items():
@@ -385,7 +383,7 @@ def test_code_meanings_are_pydicoms(runs: dict, case: str) -> None:
                 assert key in known, f"{name}: {key} {item.CodeMeaning!r} not in pydicom's dictionary"
                 assert str(item.CodeMeaning) in known[key], f"{name}: {key} {item.CodeMeaning!r} not {known[key]}"
     assert ("DCM", "113000") in seen  # the KOS title
-    if case != "not_applicable":
+    if case != Status.NOT_APPLICABLE:
         assert ("DCM", "126030") in seen  # volume method, "Sum of segmented voxel method for volume"
 
 
@@ -411,7 +409,7 @@ def test_output_switches(tmp_path: Path, models_dir: Path, switches: dict, expec
     run = run_app(_short_study(tmp_path / "in"), tmp_path / "out", models_dir, "--config", str(tmp_path / "app.yaml"))
     assert run.returncode == 0, run.stderr[-2000:]
     doc = run.result
-    assert doc["status"] == "not_applicable"
+    assert doc["status"] == Status.NOT_APPLICABLE
     assert {k for k, v in doc["outputs"].items() if v} == expected
     assert sorted(p.name for p in run.output_dir.iterdir()) == sorted([*output_files(doc["outputs"]), "result.json"])
     if "kos" in expected:
@@ -419,15 +417,3 @@ def test_output_switches(tmp_path: Path, models_dir: Path, switches: dict, expec
         assert kos.ConceptNameCodeSequence[0].CodeValue == "113002"  # For Referring Provider (CID 7010)
         assert [uid for _, uid in referenced_uids(kos)] == [
             pydicom.dcmread(run.output_dir / doc["outputs"]["sr"]).SOPInstanceUID]
-
-
-def test_output_switches_are_checked() -> None:
-    from app.config import check_outputs
-
-    assert check_outputs(None) == {"key_images": True, "key_object_selection": True, "kos_title": "of_interest"}
-    with pytest.raises(ValueError, match="kos_title"):
-        check_outputs({"kos_title": "for_the_bin"})
-    with pytest.raises(ValueError, match="true or false"):
-        check_outputs({"key_images": "no"})
-    with pytest.raises(ValueError, match="unknown"):
-        check_outputs({"key_image": False})

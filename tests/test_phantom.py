@@ -17,6 +17,8 @@ import SimpleITK as sitk
 from core.volume import from_sitk
 from training import phantom as ph
 
+pytestmark = pytest.mark.system
+
 
 def _centroid_lps(vol, label: int) -> np.ndarray:
     idx = np.argwhere(vol.array == label)

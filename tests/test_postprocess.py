@@ -5,6 +5,8 @@ import pytest
 from core.hip_frame import FrameRegion
 from core.postprocess import keep_largest_per_label, largest_component, merge_structures
 
+pytestmark = pytest.mark.unit
+
 
 def _two_blobs() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     big = np.zeros((16, 20, 24), bool)

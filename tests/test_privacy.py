@@ -11,14 +11,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
 from robust_cases import ALL_CASES, STRACE, CaseRun, Cases
+
+pytestmark = pytest.mark.app
 
 #: the minimum matrix asked for; every other case is checked too (the runs are shared with test_robustness)
 REQUIRED = ("good", "bad_files", "no_dicom", "clinical_malformed", "clinical_missing_non_ascii", "sha_mismatch",
             "output_under_file")
-CHECKED = REQUIRED + tuple(n for n in ALL_CASES if n not in REQUIRED and n != "real_abdomen")
+CHECKED = REQUIRED + tuple(n for n in ALL_CASES if n not in REQUIRED)
 
 
 @pytest.fixture(scope="session")

@@ -14,12 +14,17 @@ import numpy as np
 import pydicom
 import pytest
 import torch
+from conftest import SHARED_DATA, AppRun
 
-from conftest import SHARED_DATA, run_app
-from core.dicom_input import load_volume, scan_folder, select_series
+from core.dicom_header import scan_folder
+from core.dicom_input import load_volume
 from core.models import load_model
 from core.postprocess import HIP_LEFT, HIP_RIGHT, largest_component
 from core.segment import segment
+from core.series_selection import select_series
+from core.status import Status
+
+pytestmark = pytest.mark.app
 
 REAL_ABDOMEN = SHARED_DATA / "real_ct_abdomen_j2k"
 MIN_HIP_ML = 50.0
@@ -45,20 +50,20 @@ def test_real_abdomen_has_no_hip_bone(real_labels: dict) -> None:
         assert ml < MIN_HIP_ML, f"{ml:.1f} mL of {side} hip bone found in an upper abdomen"
 
 
-def test_real_abdomen_reports_no_tumour(models_dir: Path, tmp_path: Path) -> None:
+def test_real_abdomen_reports_no_tumour(real_run: AppRun) -> None:
     """Through the application: not applicable, no hip bone, no tumour in result.json, no tumour segment.
 
     The tumour model alone is not clean here: on this contrast-enhanced upper abdomen its largest component is
     about 440 mL (models 0.3.0; model card, known limitations). The application never reports it: the scan is
     too short for a pelvis and there is no hip frame to place a sacral tumour in.
     """
-    run = run_app(REAL_ABDOMEN, tmp_path / "out", models_dir)
+    run = real_run  # the session's one run of this series (tests/conftest.py)
     doc = run.result
     assert run.returncode == 0, run.stderr[-2000:]
-    assert doc["status"] == "not_applicable" and doc["tumour"] is None and doc["probabilities"] == {}
+    assert doc["status"] == Status.NOT_APPLICABLE and doc["tumour"] is None and doc["probabilities"] == {}
     assert doc["hip_bone"] is None or max(doc["hip_bone"]["left_volume_ml"] or 0.0,
                                           doc["hip_bone"]["right_volume_ml"] or 0.0) < MIN_HIP_ML
     seg = doc["outputs"].get("seg")
     if seg is not None:
-        labels = {item.SegmentLabel for item in pydicom.dcmread(tmp_path / "out" / seg).SegmentSequence}
+        labels = {item.SegmentLabel for item in pydicom.dcmread(run.output_dir / seg).SegmentSequence}
         assert "sacral tumour" not in labels, labels

@@ -7,6 +7,8 @@ import pytest
 from core.segment import canonical_resample
 from core.volume import Volume, affine_from_dicom
 
+pytestmark = pytest.mark.unit
+
 
 def _volume(shape, spacing_dhw, array=None, feet_first=False):
     row = np.array([-1.0, 0, 0]) if feet_first else np.array([1.0, 0, 0])

@@ -14,9 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from conftest import REPO, AppRun, run_app
+
 from training.data import labels_from_seg, load_case, prepare, read_manifest
+from core.status import Status
+
+pytestmark = pytest.mark.app
 
 
 @pytest.fixture(scope="module")
@@ -59,10 +62,12 @@ def test_seg_label_map_is_what_the_app_reported(seg_case) -> None:
     assert (lab.array == 1).sum() * vox_ml == pytest.approx(doc["hip_bone"]["left_volume_ml"], rel=2e-3, abs=0.1)
     assert (lab.array == 2).sum() * vox_ml == pytest.approx(doc["hip_bone"]["right_volume_ml"], rel=2e-3, abs=0.1)
     assert (lab.array == 1).any() and (lab.array == 2).any()
-    if doc["status"] == "tumour_found":
+    if doc["status"] == Status.TUMOUR_FOUND:
         assert (lab.array == 3).sum() * vox_ml == pytest.approx(doc["tumour"]["volume_ml"], rel=2e-3, abs=0.1)
     # values by code agree with the segments' labels (read independently, in the source slices' order)
-    from core.dicom_input import load_volume, scan_folder, select_series
+    from core.dicom_header import scan_folder
+    from core.dicom_input import load_volume
+    from core.series_selection import select_series
     uids = [ds.SOPInstanceUID for ds in load_volume(select_series(scan_folder(seg_case_.dicom_dir)).series).datasets]
     seg = hd.seg.segread(seg_case_.label_path)
     by_label = {"hip bone left": 1, "hip bone right": 2, "sacral tumour": 3}
@@ -90,7 +95,7 @@ def test_training_cache_from_seg_manifest(seg_case, tmp_path: Path) -> None:
     assert seg["age_years"] == nif["age_years"] and seg["sex"] == nif["sex"]
     cache = np.load(tmp_path / "cache" / by_id[row["case_id"] + "_seg"]["file"])
     assert set(np.unique(cache["hip_bone_seg_lab"])) >= {0, 1, 2}
-    if run.result["status"] == "tumour_found":
+    if run.result["status"] == Status.TUMOUR_FOUND:
         assert seg["tumour_volume_ml"] == pytest.approx(run.result["tumour"]["volume_ml"], rel=2e-3)
         assert cache["crop"].shape[0] == 2
         np.testing.assert_allclose([seg["loc_u"], seg["loc_v"], seg["loc_w"]],
@@ -105,7 +110,9 @@ def test_seg_of_another_series_is_refused(seg_case, tmp_path: Path) -> None:
     with open(other, newline="") as fh:
         orow = next(csv.DictReader(fh))
     ct_case = read_manifest(other)[0]
-    from core.dicom_input import load_volume, scan_folder, select_series
+    from core.dicom_header import scan_folder
+    from core.dicom_input import load_volume
+    from core.series_selection import select_series
     loaded = load_volume(select_series(scan_folder(ct_case.dicom_dir)).series)
     with pytest.raises(ValueError, match="references none"):
         labels_from_seg(run.output_dir / run.result["outputs"]["seg"], loaded.datasets, loaded.volume)
@@ -119,7 +126,9 @@ def test_reference_label_map_round_trips_exactly_through_the_apps_seg_writer(seg
 
     seg_manifest, row, run = seg_case
     nifti_case = read_manifest(seg_manifest)[0]
-    from core.dicom_input import load_volume, scan_folder, select_series
+    from core.dicom_header import scan_folder
+    from core.dicom_input import load_volume
+    from core.series_selection import select_series
     loaded = load_volume(select_series(scan_folder(nifti_case.dicom_dir)).series)
     _, ref, _ = load_case(nifti_case)
     ref_arr = np.where(np.isin(ref.array, [1, 2, 3]), ref.array, 0).astype(np.uint8)
@@ -146,8 +155,10 @@ def test_segmenters_train_from_a_seg_only_manifest(seg_case, tmp_path: Path) -> 
     import subprocess
     import sys
 
-    from core.dicom_input import load_volume, scan_folder, select_series
+    from core.dicom_header import scan_folder
+    from core.dicom_input import load_volume
     from core.seg_output import SEGMENT_DEFAULTS, build_seg
+    from core.series_selection import select_series
     from training.phantom import generate_cohort
 
     seg_manifest, row, run = seg_case
@@ -161,7 +172,8 @@ def test_segmenters_train_from_a_seg_only_manifest(seg_case, tmp_path: Path) -> 
         _, ref, _ = load_case(case)
         arr = np.where(np.isin(ref.array, [1, 2, 3]), ref.array, 0).astype(np.uint8)
         path = tmp_path / f"ref_seg_{i}.dcm"
-        build_seg(loaded.datasets, arr, SEGMENT_DEFAULTS, algorithm_name="reference", algorithm_version="1").save_as(path)
+        seg = build_seg(loaded.datasets, arr, SEGMENT_DEFAULTS, algorithm_name="reference", algorithm_version="1")
+        seg.save_as(path)
         rows.append({"case_id": f"S{i + 2}", "tumour_class": case.tumour_class, "dicom_dir": str(case.dicom_dir),
                      "label_path": str(path)})
     manifest = tmp_path / "manifest_seg_only.csv"

@@ -12,6 +12,8 @@ import torch
 
 from core.models import ModelError, load_model, load_variant, sha256_of
 
+pytestmark = pytest.mark.system
+
 REPO = Path(__file__).resolve().parents[1]
 
 

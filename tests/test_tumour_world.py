@@ -18,6 +18,7 @@ from training.phantom import calibration as cal
 from training.phantom import tumour_v2 as tv
 from training.phantom.tumour_v2 import IMAGE_FEATURES
 
+pytestmark = pytest.mark.system
 
 # --- v1 stays what it was ------------------------------------------------------------------------------------------
 # Values drawn by commit f8e0045 (before the switch existed) for these seeds: the default world must reproduce them.
@@ -175,7 +176,7 @@ def rendered() -> dict[str, tuple]:
 
 
 def test_v2_renders_a_tumour_of_its_volume(rendered) -> None:
-    for p, s, ct, lab in rendered.values():
+    for p, s, _ct, lab in rendered.values():
         assert (lab.array == 3).any()
         vox = (lab.array == 3).sum() * lab.voxel_volume_ml
         assert vox == pytest.approx(p.tumour_volume_ml_analytic, rel=0.2)

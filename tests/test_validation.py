@@ -23,11 +23,17 @@ from typing import Any
 
 import numpy as np
 import pytest
-from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score,
-                             precision_score, recall_score, roc_auc_score, roc_curve)
+from sklearn.metrics import (
+    accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score, precision_score, recall_score, roc_auc_score,
+    roc_curve,
+)
 
+from tools import require_tool
 from validation import metrics as M
 from validation.manifest import ManifestError, age_band, read_manifest
+from core.status import ANALYSED, Status
+
+pytestmark = pytest.mark.unit
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["metastasis", "chondrosarcoma", "osteosarcoma", "chordoma", "neurogenic_tumour", "giant_cell_tumour"]
@@ -78,7 +84,8 @@ def test_class_statistics_match_sklearn(absent: tuple[int, ...]) -> None:
         q = p / p.sum(axis=1, keepdims=True)
         assert M.class_statistics(y, pred, q, K)["macro_auc"] == pytest.approx(
             roc_auc_score(y, q, multi_class="ovr", average="macro"), abs=1e-12)
-    assert st["macro_f1"] == pytest.approx(f1_score(y, pred, labels=present, average="macro", zero_division=0), abs=1e-12)
+    f1 = f1_score(y, pred, labels=present, average="macro", zero_division=0)
+    assert st["macro_f1"] == pytest.approx(f1, abs=1e-12)
     assert st["accuracy"] == pytest.approx(accuracy_score(y, pred), abs=1e-12)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # sklearn warns about predicted classes absent from y_true
@@ -204,35 +211,35 @@ def make_synthetic_runs(root: Path, n: int = 60, seed: int = 3) -> Path:
     for i in range(n):
         cid = f"S{i:03d}"
         truth = "none" if i % 8 == 0 else CLASSES[i % 6]
-        status = ("tumour_found" if i % 16 == 0 else "no_tumour") if truth == "none" else \
-            ("no_tumour" if i % 13 == 5 else "tumour_found")
-        status = "not_applicable" if i % 17 == 3 else "error" if i % 19 == 7 else status
+        status = (Status.TUMOUR_FOUND if i % 16 == 0 else Status.NO_TUMOUR) if truth == "none" else \
+            (Status.NO_TUMOUR if i % 13 == 5 else Status.TUMOUR_FOUND)
+        status = Status.NOT_APPLICABLE if i % 17 == 3 else "error" if i % 19 == 7 else status
         doc: dict[str, Any] = {"schema": "sacral-tumour-result/1", "status": status, "predicted_class": None,
                                "probabilities": {}, "warnings": [], "outputs": {},
                                "models": {"tumour_classifier": {"version": clf_meta["version"],
                                                                 "sha256": clf_meta["sha256"]}}}
 
-        def probs(strength: float) -> dict[str, float]:
+        def probs(strength: float, truth: str = truth) -> dict[str, float]:
             logit = rng.normal(0, 1, K)
             if truth != "none":
                 logit[CLASSES.index(truth)] += strength
             return {c: round(float(v), 6) for c, v in zip(CLASSES, softmax(logit[None])[0])}
 
-        if status == "tumour_found":
+        if status == Status.TUMOUR_FOUND:
             doc["probabilities"] = probs(1.8)
             doc["predicted_class"] = max(doc["probabilities"], key=doc["probabilities"].get)
             doc["ablation"] = {"image_only": probs(1.2), "clinical_only": probs(0.4), "clinical_location": probs(0.9)}
             doc["tumour"] = {"volume_ml": float(rng.uniform(20, 400))}
-        if status == "error":
+        if status == Status.ERROR:
             doc["reason"] = "no CT series in the input"
-        if status == "not_applicable":
+        if status == Status.NOT_APPLICABLE:
             doc["warnings"] = ["not applicable: no right hip bone in the field of view (< 5 mL segmented)"]
         d = root / "runs" / cid
         d.mkdir(parents=True)
         (d / "result.json").write_text(json.dumps(doc))
-        (d / "runner.json").write_text(json.dumps({"exit_code": 2 if status == "error" else 0}))
+        (d / "runner.json").write_text(json.dumps({"exit_code": 2 if status == Status.ERROR else 0}))
 
-        def reader(acc: float) -> str:
+        def reader(acc: float, truth: str = truth) -> str:
             return "none" if truth == "none" else truth if rng.random() < acc else CLASSES[int(rng.integers(K))]
 
         rows.append({"case_id": cid, "dicom_dir": f"dicom/{cid}", "tumour_class": truth, "sex": "MF"[i % 2],
@@ -277,8 +284,9 @@ def test_cli_metrics_on_synthetic_runs_match_sklearn(synthetic_report: Path) -> 
     m = json.loads((synthetic_report / "metrics.json").read_text())
     cases, _ = read_manifest(synthetic_report / "manifest.csv")
     truth = {c.case_id: c.truth for c in cases}
-    results = {c.case_id: json.loads((synthetic_report / "runs" / c.case_id / "result.json").read_text()) for c in cases}
-    cls_ids = [cid for cid in truth if truth[cid] != "none" and results[cid]["status"] == "tumour_found"]
+    results = {c.case_id: json.loads((synthetic_report / "runs" / c.case_id / "result.json").read_text())
+               for c in cases}
+    cls_ids = [cid for cid in truth if truth[cid] != "none" and results[cid]["status"] == Status.TUMOUR_FOUND]
     ref = sklearn_class_metrics([truth[c] for c in cls_ids], [results[c]["probabilities"] for c in cls_ids],
                                 [results[c]["predicted_class"] for c in cls_ids])
     for key, value in ref.items():
@@ -286,11 +294,11 @@ def test_cli_metrics_on_synthetic_runs_match_sklearn(synthetic_report: Path) -> 
     assert m["classification"]["n"] == len(cls_ids)
     # no study dropped: every study is classified, missed, a none-case, or a listed failure
     failed = {f["case_id"] for f in m["failures"]}
-    assert failed == {cid for cid, r in results.items() if r["status"] in ("error", "not_applicable")}
+    assert failed == {cid for cid, r in results.items() if r["status"] in ("error", Status.NOT_APPLICABLE)}
     assert all(f["reason"] for f in m["failures"])
-    assert {f["exit_code"] for f in m["failures"] if f["status"] == "error"} == {2}
+    assert {f["exit_code"] for f in m["failures"] if f["status"] == Status.ERROR} == {2}
     missed = {x["case_id"] for x in m["missed_detections"]}
-    assert missed == {cid for cid in truth if truth[cid] != "none" and results[cid]["status"] == "no_tumour"}
+    assert missed == {cid for cid in truth if truth[cid] != "none" and results[cid]["status"] == Status.NO_TUMOUR}
     none_analysed = {cid for cid in truth if truth[cid] == "none" and cid not in failed}
     assert len(cls_ids) + len(missed) + len(none_analysed) + len(failed) == m["cohort"]["n_studies"] == 60
     det = m["detection"]
@@ -351,13 +359,8 @@ def comparable(doc: dict[str, Any], drop_execution: bool = False) -> dict[str, A
 
 
 # ---------------------------------------------------------------------------------------- report render
-def chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if shutil.which(name):
-            return shutil.which(name)
-    if os.environ.get("CI"):
-        pytest.fail("chromium is required in CI to render report.html (apt-get install chromium)")
-    pytest.skip("chromium not installed (apt-get install chromium)")
+def chromium() -> str:
+    return require_tool("chromium", "chromium-browser", "google-chrome", install="apt-get install chromium")
 
 
 def screenshot(html_path: Path, tmp: Path) -> np.ndarray:
@@ -381,6 +384,7 @@ def assert_offline_html(text: str) -> None:
             assert f"{attr}'{proto}" not in low and f'{attr}"{proto}' not in low
 
 
+@pytest.mark.system
 def test_report_html_renders_with_plots(synthetic_report: Path, tmp_path: Path) -> None:
     text = (synthetic_report / "report.html").read_text()
     assert_offline_html(text)
@@ -428,11 +432,13 @@ def e2e_report(e2e_cohort: Path, models_dir: Path, tmp_path_factory: pytest.Temp
     return out
 
 
+@pytest.mark.system
 def test_e2e_metrics_agree_with_results(e2e_report: Path, e2e_cohort: Path) -> None:
     import highdicom as hd
     import SimpleITK as sitk
 
-    from core.dicom_input import load_volume, scan_folder
+    from core.dicom_header import scan_folder
+    from core.dicom_input import load_volume
 
     m = json.loads((e2e_report / "metrics.json").read_text())
     cases, _ = read_manifest(e2e_cohort)
@@ -440,14 +446,14 @@ def test_e2e_metrics_agree_with_results(e2e_report: Path, e2e_cohort: Path) -> N
     results = {c.case_id: json.loads((e2e_report / "runs" / c.case_id / "result.json").read_text()) for c in cases}
     runner = {c.case_id: json.loads((e2e_report / "runs" / c.case_id / "runner.json").read_text()) for c in cases}
     # the empty folder is an error with the app's own reason and exit code; nothing silently dropped
-    assert results["X0001"]["status"] == "error" and runner["X0001"]["exit_code"] == 2
+    assert results["X0001"]["status"] == Status.ERROR and runner["X0001"]["exit_code"] == 2
     failures = {f["case_id"]: f for f in m["failures"]}
-    assert set(failures) == {cid for cid, r in results.items() if r["status"] not in ("tumour_found", "no_tumour")}
+    assert set(failures) == {cid for cid, r in results.items() if r["status"] not in ANALYSED}
     assert failures["X0001"]["reason"] == results["X0001"]["reason"] and failures["X0001"]["exit_code"] == 2
     assert m["cohort"]["by_status"] == {s: sum(r["status"] == s for r in results.values())
                                         for s in sorted({r["status"] for r in results.values()})}
     truth = {c.case_id: c.truth for c in cases}
-    cls_ids = [c for c in truth if truth[c] != "none" and results[c]["status"] == "tumour_found"]
+    cls_ids = [c for c in truth if truth[c] != "none" and results[c]["status"] == Status.TUMOUR_FOUND]
     assert m["classification"]["n"] == len(cls_ids)
     if cls_ids:
         ref = sklearn_class_metrics([truth[c] for c in cls_ids], [results[c]["probabilities"] for c in cls_ids],
@@ -455,14 +461,14 @@ def test_e2e_metrics_agree_with_results(e2e_report: Path, e2e_cohort: Path) -> N
         assert m["classification"]["accuracy"]["value"] == pytest.approx(ref["accuracy"], abs=1e-6)
         if len({truth[c] for c in cls_ids}) > 1:
             assert m["classification"]["macro_auc"]["value"] == pytest.approx(ref["macro_auc"], abs=1e-6)
-    det_ids = [c for c in truth if results[c]["status"] in ("tumour_found", "no_tumour")]
+    det_ids = [c for c in truth if results[c]["status"] in (Status.TUMOUR_FOUND, Status.NO_TUMOUR)]
     assert m["detection"]["n"] == len(det_ids)
     # segmentation read back from the SEG: an independent computation on load_volume's grid
     checked = 0
     for case in cases:
         row = next(r for r in m["cases"] if r["case_id"] == case.case_id)
         seg_name = (results[case.case_id].get("outputs") or {}).get("seg")
-        if case.label_path is None or results[case.case_id]["status"] == "error" or not seg_name:
+        if case.label_path is None or results[case.case_id]["status"] == Status.ERROR or not seg_name:
             continue
         loaded = load_volume(next(s for s in scan_folder(case.dicom_dir).series
                                   if s.series_instance_uid == results[case.case_id]["series_instance_uid"]))
@@ -489,6 +495,7 @@ def test_e2e_metrics_agree_with_results(e2e_report: Path, e2e_cohort: Path) -> N
     assert prov["execution"] == {"kind": "process_pool", "workers": 1, "runner": "python -m app"}
 
 
+@pytest.mark.system
 def test_e2e_report_renders(e2e_report: Path, tmp_path: Path) -> None:
     text = (e2e_report / "report.html").read_text()
     assert_offline_html(text)
@@ -502,6 +509,7 @@ def _mtimes(report: Path) -> dict[str, int]:
             if not p.parent.name.startswith(".")}
 
 
+@pytest.mark.system
 def test_e2e_resume_after_kill(e2e_report: Path, e2e_cohort: Path, models_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "report"
     shutil.copytree(e2e_report / "runs", out / "runs")
@@ -539,6 +547,7 @@ def test_e2e_resume_after_kill(e2e_report: Path, e2e_cohort: Path, models_dir: P
     assert comparable(a) == comparable(b)
 
 
+@pytest.mark.system
 def test_e2e_ray_local_gives_identical_metrics(e2e_report: Path, e2e_cohort: Path, models_dir: Path,
                                                tmp_path: Path) -> None:
     pytest.importorskip("ray")
@@ -566,7 +575,7 @@ def test_runner_records_a_crash_and_resumes(tmp_path: Path) -> None:
     cfg = RunConfig(report_dir=tmp_path / "rep", models=tmp_path, python=shutil.which("false") or "/bin/false")
     assert run_study(cfg, case) is True
     rec = case_record(cfg, case)
-    assert rec["status"] == "error" and rec["exit_code"] == 1 and rec["runner_generated"]
+    assert rec["status"] == Status.ERROR and rec["exit_code"] == 1 and rec["runner_generated"]
     assert "exited with code 1 without writing result.json" in rec["reason"]
     assert not list((tmp_path / "rep" / "runs").glob(".partial-*"))
     assert run_study(cfg, case) is False                       # finished: not run twice
@@ -595,7 +604,7 @@ def test_runner_runs_again_a_study_of_other_models(tmp_path: Path) -> None:
     done.mkdir(parents=True)
 
     def publish(sha: str) -> None:
-        (done / "result.json").write_text(json.dumps({"status": "no_tumour", "models": {
+        (done / "result.json").write_text(json.dumps({"status": Status.NO_TUMOUR, "models": {
             "tumour_seg": {"version": "0.1.0", "sha256": sha}, "hip_bone_seg": {"sha256": "c" * 64}}}))
 
     publish("a" * 64)
@@ -605,7 +614,7 @@ def test_runner_runs_again_a_study_of_other_models(tmp_path: Path) -> None:
     assert not is_finished(cfg, "K2")
     assert run_study(cfg, case) is True                          # ran again (here: /bin/false, an error)
     rerun = json.loads((done / "result.json").read_text())
-    assert rerun["status"] == "error" and rerun["runner_generated"]
+    assert rerun["status"] == Status.ERROR and rerun["runner_generated"]
     image = RunConfig(report_dir=tmp_path / "rep", image="sacral:0.1.0")   # the image's own models: unknown
     publish("b" * 64)
     assert validated_models(image) == {} and is_finished(image, "K2")

@@ -24,7 +24,8 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -32,13 +33,12 @@ from scipy import ndimage
 
 from core import clinical, hip_frame
 from core.classify import tumour_crop
-from core.dicom_input import DEFAULT_RULES, load_volume, scan_folder, select_series
+from core.dicom_header import DEFAULT_RULES, scan_folder
+from core.dicom_input import load_volume
 from core.postprocess import HIP_LEFT, HIP_RIGHT, TUMOUR, merge_structures
 from core.segment import canonical_resample, segment
+from core.series_selection import select_series
 from core.volume import Volume, from_sitk
-
-CLASSES = ("metastasis", "chondrosarcoma", "osteosarcoma", "chordoma", "neurogenic_tumour", "giant_cell_tumour")
-
 
 @dataclass
 class Case:

@@ -22,12 +22,14 @@ import torch
 import yaml
 
 from core import clinical
-from app.config import DEFAULT_CONFIG, load_config
+from core.config import AnalysisConfig
 from core.models import load_model, write_model
 from core.hip_frame import FrameRegion
 from core.networks import LateFusion, MirrorAveraged
 from training.data import combine_manifests, prepare, segmented_classifier_inputs
-from training.train_classifier import FULL_FUSION_OF, VARIANTS, export_classifier, predict, tabular_matrix, train_variant
+from training.train_classifier import (
+    FULL_FUSION_OF, VARIANTS, export_classifier, predict, tabular_matrix, train_variant,
+)
 from training.train_seg import export_segmenter, train_segmenter
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,7 +55,8 @@ def _seg_validation(cache: Path, name: str, ids: list[str], meta: dict, net: tor
     fg = [lab for lab in meta["labels"] if int(lab["value"]) > 0]
     for cid in ids:
         z = np.load(cache / f"{cid}.npz")
-        probs = predict_probabilities(net, scale_intensity(z[f"{name}_ct"], meta["intensity"])[None], meta, torch.device("cpu"))
+        probs = predict_probabilities(net, scale_intensity(z[f"{name}_ct"], meta["intensity"])[None], meta,
+                                      torch.device("cpu"))
         pred = probs.argmax(0)
         for ch, lab in enumerate(fg, start=1):
             ref = z[f"{name}_lab"] == int(lab["source_value"])
@@ -146,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         iters = 3 if a.quick else int(spec["iterations"])
         meta = {"name": name, "task": "segmentation", "description": spec["description"],
-                "spacing_mm": spec["spacing_mm"], "antialias": bool(spec.get("antialias", False)), "orientation": "canonical LPS (SimpleITK DICOMOrient 'LPS'), arrays D-H-W",
+                "spacing_mm": spec["spacing_mm"], "antialias": bool(spec.get("antialias", False)),
+                "orientation": "canonical LPS (SimpleITK DICOMOrient 'LPS'), arrays D-H-W",
                 "intensity": spec["intensity"], "sliding_window": spec["sliding_window"],
                 "architecture": spec["architecture"], "labels": spec["labels"], **common}
         net, summary = train_segmenter(cache, name, train_ids, meta, iterations=iters,
@@ -155,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
             if "sacral_region_margin" in spec else {}
         if region:
             meta["sacral_region"] = region
-        meta["training"] = {**summary, "loss": "DiceCE, deep supervision", "patch_size_dhw": spec["sliding_window"]["roi_size"]}
+        meta["training"] = {**summary, "loss": "DiceCE, deep supervision",
+                            "patch_size_dhw": spec["sliding_window"]["roi_size"]}
         meta["internal_validation"] = _seg_validation(cache, name, val_ids[:16], meta, net) if val_ids else {}
         print(f"[{name}] internal validation {meta['internal_validation']}", flush=True)
         write_model(a.out / name, export_segmenter(net, meta), meta)
@@ -184,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     if "tumour_seg_mask" in sources:
         t_seg = time.time()
         tumour_model = load_model(a.out, "tumour_seg")
-        min_ml = float(load_config(DEFAULT_CONFIG)["analysis"]["min_tumour_volume_ml"])
+        min_ml = AnalysisConfig().min_tumour_volume_ml  # the application's threshold (== app.yaml)
         seg_inputs = segmented_classifier_inputs(manifest, [e["case_id"] for e in tum], tumour_model.module,
                                                  tumour_model.metadata, clf_cfg["crop"], min_ml)
         for e in tum:

@@ -12,7 +12,8 @@ in the metadata; the same ``core.clinical.standardise`` is used at inference.
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -41,7 +42,8 @@ def tabular_matrix(rows: Sequence[dict[str, float | None]], spec: list[dict]) ->
 
 
 def train_variant(arch: dict[str, Any], crops: np.ndarray, tab: np.ndarray, y: np.ndarray, *, epochs: int,
-                  batch_size: int = 16, lr: float = 1e-3, seed: int = 0, log_prefix: str = "") -> tuple[nn.Module, dict]:
+                  batch_size: int = 16, lr: float = 1e-3, seed: int = 0, log_prefix: str = ""
+                  ) -> tuple[nn.Module, dict]:
     """Train one variant; crops (N, C, D, H, W), tab (N, F) standardised, y (N,) class indices."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -63,7 +65,8 @@ def train_variant(arch: dict[str, Any], crops: np.ndarray, tab: np.ndarray, y: n
             if arch["use_image"]:
                 flip = rng.random(len(idx)) < 0.5
                 x[flip] = x[flip][..., ::-1]
-                x[:, 0] = x[:, 0] * rng.uniform(0.9, 1.1, (len(idx), 1, 1, 1)) + rng.normal(0, 0.02, (len(idx), 1, 1, 1))
+                shape = (len(idx), 1, 1, 1)
+                x[:, 0] = x[:, 0] * rng.uniform(0.9, 1.1, shape) + rng.normal(0, 0.02, shape)
             t = tab[idx] + rng.normal(0, 0.05, tab[idx].shape).astype(np.float32)
             logits = net(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), torch.from_numpy(t))
             loss = loss_fn(logits, torch.from_numpy(y[idx]).long())
@@ -73,7 +76,8 @@ def train_variant(arch: dict[str, Any], crops: np.ndarray, tab: np.ndarray, y: n
             sched.step()
             losses.append(float(loss.detach()))
         if log_prefix and ((ep + 1) % 5 == 0 or ep == epochs - 1):
-            print(f"[{log_prefix}] epoch {ep + 1}/{epochs} loss {np.mean(losses):.4f} ({time.time() - t0:.0f} s)", flush=True)
+            print(f"[{log_prefix}] epoch {ep + 1}/{epochs} loss {np.mean(losses):.4f} ({time.time() - t0:.0f} s)",
+                  flush=True)
     net.eval()
     return net, {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "n_cases": int(len(y)),
                  "train_seconds": round(time.time() - t0, 1)}

@@ -73,7 +73,8 @@ def randomise(hu: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def train_segmenter(cache: Path, name: str, ids: list[str], meta: dict[str, Any], *, iterations: int,
-                    batch_size: int = 2, lr: float = 2e-3, seed: int = 0, log_every: int = 25) -> tuple[torch.nn.Module, dict]:
+                    batch_size: int = 2, lr: float = 2e-3, seed: int = 0, log_every: int = 25
+                    ) -> tuple[torch.nn.Module, dict]:
     """Train and return (model in eval mode, training summary). ``meta`` is the model's metadata draft."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -101,7 +102,8 @@ def train_segmenter(cache: Path, name: str, ids: list[str], meta: dict[str, Any]
         outs = outs if isinstance(outs, (list, tuple)) else [outs]
         loss = 0.0
         for k, o in enumerate(outs):
-            yk = y if o.shape[2:] == y.shape[2:] else torch.nn.functional.interpolate(y.float(), size=o.shape[2:], mode="nearest").long()
+            yk = (y if o.shape[2:] == y.shape[2:]
+                  else torch.nn.functional.interpolate(y.float(), size=o.shape[2:], mode="nearest").long())
             loss = loss + (0.5 ** k) * loss_fn(o, yk)
         opt.zero_grad()
         loss.backward()
@@ -113,7 +115,8 @@ def train_segmenter(cache: Path, name: str, ids: list[str], meta: dict[str, Any]
                   f"({time.time() - t0:.0f} s)", flush=True)
     net.eval()
     return net, {"iterations": iterations, "batch_size": batch_size, "lr": lr, "seed": seed,
-                 "final_loss": float(np.mean(history[-min(25, len(history)):])), "train_seconds": round(time.time() - t0, 1),
+                 "final_loss": float(np.mean(history[-min(25, len(history)):])),
+                 "train_seconds": round(time.time() - t0, 1),
                  "n_cases": len(ids)}
 
 

@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from core.status import ANALYSED, Status
 from validation import metrics as M
 from validation.manifest import NONE
-from validation.runner import ANALYSED
 
 SCHEMA = "sacral-tumour-validation/1"
 DEFAULT_CLASSES: tuple[str, ...] = (
@@ -55,17 +55,19 @@ def class_arrays(records: list[dict[str, Any]], classes: Sequence[str], key: str
     idx = {c: i for i, c in enumerate(classes)}
     y_true = np.array([idx[r["truth"]] for r in records], dtype=int)
     if key == "probabilities":
-        scores = np.array([_scores(r["probabilities"], classes) for r in records], dtype=float).reshape(-1, len(classes))
+        scores = np.array([_scores(r["probabilities"], classes) for r in records],
+                          dtype=float).reshape(-1, len(classes))
         y_pred = np.array([idx[_canon(r["predicted_class"])] for r in records], dtype=int)
     else:
         variant = key.split(".", 1)[1]
-        scores = np.array([_scores(r["ablation"][variant], classes) for r in records], dtype=float).reshape(-1, len(classes))
+        scores = np.array([_scores(r["ablation"][variant], classes) for r in records],
+                          dtype=float).reshape(-1, len(classes))
         y_pred = scores.argmax(axis=1) if len(records) else np.zeros(0, dtype=int)
     return y_true, y_pred, scores
 
 
 def is_classification_case(r: dict[str, Any]) -> bool:
-    return r["truth"] not in (None, NONE) and r["status"] == "tumour_found" and r["predicted_class"] is not None
+    return r["truth"] not in (None, NONE) and r["status"] == Status.TUMOUR_FOUND and r["predicted_class"] is not None
 
 
 def is_detection_case(r: dict[str, Any]) -> bool:
@@ -91,7 +93,8 @@ def classification_block(records: list[dict[str, Any]], classes: Sequence[str], 
 def detection_block(records: list[dict[str, Any]], n_resamples: int, seed: int) -> dict[str, Any]:
     det = [r for r in records if is_detection_case(r)]
     return M.detection_report(np.array([r["truth"] != NONE for r in det], dtype=bool),
-                              np.array([r["status"] == "tumour_found" for r in det], dtype=bool), n_resamples, seed)
+                              np.array([r["status"] == Status.TUMOUR_FOUND for r in det], dtype=bool),
+                              n_resamples, seed)
 
 
 def segmentation_block(records: list[dict[str, Any]], n_resamples: int, seed: int) -> dict[str, Any]:
@@ -149,10 +152,12 @@ def reader_block(cls_records: list[dict[str, Any]], classes: Sequence[str], n_re
         s_reader = M.one_hot(y_reader, len(classes))
         reader = M.classification_report(y_true, y_reader, s_reader, classes, n_resamples, seed)
         model = M.classification_report(y_true, y_model, s_model, classes, n_resamples, seed)
-        diff = M.paired_difference(lambda i: M.macro_auc_of(y_true[i], s_model[i]),
-                                   lambda i: M.macro_auc_of(y_true[i], s_reader[i]), y_true, n_resamples, seed)
-        diff_acc = M.paired_difference(lambda i: float(np.mean(y_true[i] == y_model[i])),
-                                       lambda i: float(np.mean(y_true[i] == y_reader[i])), y_true, n_resamples, seed)
+        yt, sm, sr, ym, yr = y_true, s_model, s_reader, y_model, y_reader  # bound per reader (called right here)
+        diff = M.paired_difference(lambda i, yt=yt, sm=sm: M.macro_auc_of(yt[i], sm[i]),
+                                   lambda i, yt=yt, sr=sr: M.macro_auc_of(yt[i], sr[i]), y_true, n_resamples, seed)
+        diff_acc = M.paired_difference(lambda i, yt=yt, ym=ym: float(np.mean(yt[i] == ym[i])),
+                                       lambda i, yt=yt, yr=yr: float(np.mean(yt[i] == yr[i])), y_true, n_resamples,
+                                       seed)
         out[name] = {"n": len(rs), "reader": reader, "model_same_cases": _summary(model),
                      "macro_auc_model_minus_reader": diff, "accuracy_model_minus_reader": diff_acc}
     return out
@@ -194,9 +199,9 @@ def build_metrics(records: list[dict[str, Any]], *, classes: Sequence[str] = DEF
                  "reason": r["reason"] or "; ".join(r["warnings"]) or None, "warnings": r["warnings"]}
                 for r in records if r["status"] not in ANALYSED]
     missed = [{"case_id": r["case_id"], "truth": r["truth"]} for r in records
-              if r["truth"] not in (None, NONE) and r["status"] == "no_tumour"]
+              if r["truth"] not in (None, NONE) and r["status"] == Status.NO_TUMOUR]
     false_pos = [{"case_id": r["case_id"], "predicted_class": r["predicted_class"]} for r in records
-                 if r["truth"] == NONE and r["status"] == "tumour_found"]
+                 if r["truth"] == NONE and r["status"] == Status.TUMOUR_FOUND]
     seg = segmentation_block(records, n_resamples, seed)
     doc = {
         "schema": SCHEMA,

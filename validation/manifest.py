@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from core.codes import tumour_class_key
+from core.status import Status
 
 NONE = "none"
 READER_PREFIX = "reader_"
@@ -52,7 +53,7 @@ def canonical_class(value: str | None, where: str) -> str | None:
     v = (value or "").strip()
     if not v:
         return None
-    if v.lower() in (NONE, "no_tumour", "no tumour", "no_tumor"):
+    if v.lower() in (NONE, Status.NO_TUMOUR, "no tumour", "no_tumor"):
         return NONE
     try:
         return tumour_class_key(v)
@@ -119,7 +120,8 @@ def read_manifest(path: Path | str, subgroup_columns: list[str] | None = None) -
         label = row.get("label_path", "").strip()
         sub = {}
         for c in groups:
-            sub[c] = age_band(row.get("age")) if c == "age_band" and "age_band" not in columns else _norm_value(row.get(c, ""))
+            derived = c == "age_band" and "age_band" not in columns
+            sub[c] = age_band(row.get("age")) if derived else _norm_value(row.get(c, ""))
         cases.append(Case(
             case_id=cid,
             dicom_dir=(base / row["dicom_dir"].strip()).resolve(),

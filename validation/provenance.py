@@ -93,7 +93,7 @@ def provenance(*, manifest: Path, models_dir: Path | None, seed: int, n_resample
         "manifest": {"path": str(manifest), "sha256": sha256_of(manifest)},
         "seed": seed,
         "bootstrap_resamples": n_resamples,
-        "date": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "date": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
         "machine": machine(),
         "execution": execution,
     }

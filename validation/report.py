@@ -17,6 +17,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from core.status import ANALYSED
+
 PRETTY = {
     "metastasis": "Metastasis", "chondrosarcoma": "Chondrosarcoma", "osteosarcoma": "Osteosarcoma",
     "chordoma": "Chordoma", "neurogenic_tumour": "Neurogenic tumour", "giant_cell_tumour": "Giant cell tumour",
@@ -154,7 +156,7 @@ def plot_dice(cases: list[dict[str, Any]]) -> str | None:
     data, labels = [], []
     for s in ("tumour", "hip_bone_left", "hip_bone_right"):
         vals = [c["segmentation"][s]["dice"] for c in cases
-                if c.get("segmentation") and c["status"] in ("tumour_found", "no_tumour")
+                if c.get("segmentation") and c["status"] in ANALYSED
                 and c["segmentation"][s]["reference_ml"] and c["segmentation"][s]["dice"] is not None]
         if vals:
             data.append(vals)
@@ -280,7 +282,7 @@ def _ablation(m: dict[str, Any]) -> str:
     if not a:
         return "<p class='muted'>No ablation probabilities in the results.</p>"
     rows = []
-    for v, e in a["variants"].items():
+    for e in a["variants"].values():
         d = e.get("macro_auc_all_minus_variant")
         diff = "" if not d or d["difference"] is None else (
             f"{d['difference']:+.3f} ({fmt(d['ci_low'])}&ndash;{fmt(d['ci_high'])}), p = {fmt(d['p_value'])}")

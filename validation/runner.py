@@ -34,11 +34,13 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from app import launch
 from core.run_state import NO_OUTPUTS, SCHEMA
+from core.status import ANALYSED, Status
 from validation.manifest import Case
 from validation.provenance import models_provenance
 
@@ -47,7 +49,6 @@ log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[1]
 RUNNER_GENERATED = "runner_generated"
 #: statuses after which the study has been analysed (the others are listed as failures)
-ANALYSED = ("tumour_found", "no_tumour")
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,7 @@ def is_finished(cfg: RunConfig, case_id: str, models: dict[str, str] | None = No
         doc = json.loads(result.read_text())
     except (OSError, ValueError):
         return False
-    if not isinstance(doc, dict) or (cfg.retry_errors and doc.get("status") == "error"):
+    if not isinstance(doc, dict) or (cfg.retry_errors and doc.get("status") == Status.ERROR):
         return False
     return not stale_models(doc, validated_models(cfg) if models is None else models)
 
@@ -128,8 +129,7 @@ def app_command(cfg: RunConfig, case: Case, out_dir: Path) -> list[str]:
         if cfg.gpu:
             cmd += ["--device", "nvidia.com/gpu=all"]
         return cmd + [cfg.image]
-    return [cfg.python, "-m", "app", "-i", str(case.dicom_dir), "-o", str(out_dir),
-            "-m", str(cfg.models or REPO / "models")]
+    return launch.app_command(case.dicom_dir, out_dir, cfg.models or launch.DEFAULT_MODELS, python=cfg.python)
 
 
 def run_study(cfg: RunConfig, case: Case) -> bool:
@@ -159,7 +159,7 @@ def run_study(cfg: RunConfig, case: Case) -> bool:
         reason = (f"the application did not finish within {cfg.timeout_s:g} s" if timed_out else
                   f"the application exited with code {code} without writing result.json")
         write_json_atomic(staging / "result.json", {
-            "schema": SCHEMA, "status": "error", "reason": reason, "warnings": [],
+            "schema": SCHEMA, "status": Status.ERROR, "reason": reason, "warnings": [],
             "predicted_class": None, "probabilities": {}, "outputs": dict(NO_OUTPUTS), "dicom_outputs": [],
             RUNNER_GENERATED: True})
     write_json_atomic(staging / "runner.json", {
@@ -203,7 +203,7 @@ def case_record(cfg: RunConfig, case: Case) -> dict[str, Any]:
         "segmentation": None,
         "segmentation_error": None,
     }
-    if case.label_path is not None and status != "error":
+    if case.label_path is not None and status != Status.ERROR:
         from validation.segmentation import SegEvaluationError, evaluate_case
         try:
             rec["segmentation"] = evaluate_case(run_dir, result, case.dicom_dir, case.label_path)
@@ -316,8 +316,3 @@ def run_all(cfg: RunConfig, cases: list[Case], *, workers: int = 1, ray_address:
     if missing:  # cannot happen unless a worker died: never drop a study silently
         raise RuntimeError(f"no record for studies {missing}")
     return [by_id[c.case_id] for c in cases]
-
-
-def asdict_config(cfg: RunConfig) -> dict[str, Any]:
-    d = asdict(cfg)
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items() if k not in ("extra_env", "python")}

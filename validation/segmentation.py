@@ -22,7 +22,7 @@ import pydicom
 import SimpleITK as sitk
 from pydicom.errors import InvalidDicomError
 
-from core.dicom_input import merge_rules
+from core.dicom_header import merge_rules
 from core.volume import affine_from_dicom, from_sitk
 from validation.metrics import dice
 
@@ -96,9 +96,11 @@ def read_reference(label_path: Path, affine: np.ndarray, shape: tuple[int, int, 
     """The reference label map (D-H-W) after checking it lies on the analysis grid."""
     ref = from_sitk(sitk.ReadImage(str(label_path)))
     if ref.array.shape != tuple(shape):
-        raise SegEvaluationError(f"reference label map shape {ref.array.shape} differs from the DICOM grid {tuple(shape)}")
+        raise SegEvaluationError(f"reference label map shape {ref.array.shape} differs from the DICOM grid "
+                                 f"{tuple(shape)}")
     if not (np.allclose(ref.affine[:3, 3], affine[:3, 3], atol=1e-2)
-            and np.allclose(ref.affine[:3, :3], affine[:3, :3], atol=1e-4 * max(1.0, float(np.abs(affine[:3, :3]).max())))):
+            and np.allclose(ref.affine[:3, :3], affine[:3, :3],
+                            atol=1e-4 * max(1.0, float(np.abs(affine[:3, :3]).max())))):
         raise SegEvaluationError("reference label map is not on the DICOM grid (origin/spacing/direction differ)")
     return np.asarray(ref.array)
 

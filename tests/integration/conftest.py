@@ -6,23 +6,17 @@ and FAILS them under CI (environment variable CI set), so that CI can never go g
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tools import unavailable
+
 from .orthanc import OrthancServer, OrthancUnavailable, find_orthanc, start_orthanc_server
 
 # (test id, label, value) triples shown in the terminal summary so CI logs carry the measured timings
 _TIMINGS: list[tuple[str, str, str]] = []
-
-
-def unavailable(reason: str) -> None:
-    """Skip with ``reason`` on a developer machine; fail under CI (``$CI`` set)."""
-    if os.environ.get("CI"):
-        pytest.fail(f"[CI] {reason}", pytrace=False)
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")

@@ -474,7 +474,7 @@ def _tcp_nodelay() -> Iterator[None]:
         transport.AssociationSocket._create_socket = orig
 
 
-def _associate(ae, server: "OrthancServer", **kwargs):  # noqa: ANN001, ANN202
+def _associate(ae, server: OrthancServer, **kwargs):  # noqa: ANN001, ANN202
     """``ae.associate`` to Orthanc through the host-side DICOM forwarder, with TCP_NODELAY."""
     with _tcp_nodelay():
         return ae.associate(_LOOPBACK, server.dicom_port, ae_title=server.aet, **kwargs)
@@ -594,9 +594,9 @@ def _fetch_c_move(server: OrthancServer, study_uid: str, out_dir: Path) -> list[
 
 
 def _fetch_c_get(server: OrthancServer, study_uid: str, out_dir: Path, sop_classes: Iterable[str]) -> list[Path]:
+    from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
     from pynetdicom import build_role, evt
     from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet
-    from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
     received: list[Path] = []
     ae = _ae()

@@ -1,8 +1,8 @@
 """The built MAP image, run as an orchestrator runs it: no network, read-only root and input, non-root user.
 
 Selected by ``make map-test`` (which builds the image and sets MAP_IMAGE); without MAP_IMAGE every test here
-is skipped; ``make test`` ignores this file, so it never builds or runs images. Needs podman (or PODMAN=docker) and, on the
-development machines, packaging/containers.conf + packaging/storage.conf (used when CONTAINERS_CONF /
+is skipped; ``make test`` ignores this file, so it never builds or runs images. Needs podman (or PODMAN=docker)
+and, on the development machines, packaging/containers.conf + packaging/storage.conf (used when CONTAINERS_CONF /
 CONTAINERS_STORAGE_CONF are unset).
 
 The image also runs once through the official runner, ``monai-deploy run`` (holoscan-cli 4.2.0), on podman
@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from core.status import Status
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = os.environ.get("MAP_IMAGE", "")
@@ -28,7 +29,7 @@ MONAI_DEPLOY = os.environ.get("MONAI_DEPLOY", str(Path(sys.executable).parent / 
 APP_JSON = json.loads((ROOT / "MAP_manifest" / "app.json").read_text())
 PKG_JSON = json.loads((ROOT / "MAP_manifest" / "pkg.json").read_text())
 
-pytestmark = pytest.mark.skipif(not IMAGE, reason="MAP_IMAGE not set: run `make map-test`")
+pytestmark = [pytest.mark.system, pytest.mark.skipif(not IMAGE, reason="MAP_IMAGE not set: run `make map-test`")]
 
 
 def podman(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
@@ -100,7 +101,7 @@ def test_runs_offline_on_a_generated_study(image_run: tuple[subprocess.Completed
     proc, out = image_run
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads((out / "result.json").read_text())
-    assert result["status"] in ("tumour_found", "no_tumour", "not_applicable"), result.get("reason")
+    assert result["status"] in (Status.TUMOUR_FOUND, Status.NO_TUMOUR, Status.NOT_APPLICABLE), result.get("reason")
 
 
 @pytest.fixture(scope="module")
@@ -181,6 +182,7 @@ def test_extract_copies_app_config_models_docs(tmp_path: Path) -> None:
     assert json.loads((export / "config" / "pkg.json").read_text()) == PKG_JSON
     assert sorted(p.name for p in (export / "models").iterdir()) == sorted(PKG_JSON["models"])
     for name in PKG_JSON["models"]:
-        assert (export / "models" / name / "model.ts").read_bytes() == (ROOT / "models" / name / "model.ts").read_bytes()
+        shipped = (ROOT / "models" / name / "model.ts").read_bytes()
+        assert (export / "models" / name / "model.ts").read_bytes() == shipped
     assert (export / "docs" / "deploy.md").is_file()
     shutil.rmtree(export)

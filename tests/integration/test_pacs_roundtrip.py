@@ -20,16 +20,11 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from .conftest import record_timing, unavailable
 from .orthanc import (
-    cli_app_runner,
-    OrthancServer,
-    dicom_files,
-    dicom_json_value,
-    fetch_study,
-    pacs_roundtrip,
-    qido_series,
-    qido_studies,
-    store_files,
+    OrthancServer, cli_app_runner, dicom_files, dicom_json_value, fetch_study, pacs_roundtrip, qido_series,
+    qido_studies, store_files,
 )
+
+pytestmark = pytest.mark.system
 
 N_SLICES, ROWS, COLS = 10, 64, 64
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -162,7 +157,8 @@ def test_pacs_roundtrip_derived_series_in_same_study(orthanc: OrthancServer, tmp
     assert {uid: qido_counts.get(uid) for uid in sent_counts} == sent_counts
     derived = [s for s in series if dicom_json_value(s, "0020000E") not in sent_counts]
     doc = json.loads((tmp_path / "gateway/output/result.json").read_text())
-    expected = {"SR": 1, "KO": 1, "OT": len(doc["outputs"]["key_images"]), **({"SEG": 1} if doc["outputs"]["seg"] else {})}
+    expected = {"SR": 1, "KO": 1, "OT": len(doc["outputs"]["key_images"]),
+                **({"SEG": 1} if doc["outputs"]["seg"] else {})}
     assert expected["OT"] in (1, 3)
     assert {str(dicom_json_value(s, "00080060")): int(dicom_json_value(s, "00201209"))  # type: ignore[arg-type]
             for s in derived} == expected
@@ -176,7 +172,8 @@ def test_pacs_roundtrip_derived_series_in_same_study(orthanc: OrthancServer, tmp
     # the stored KOS references exactly the other stored objects of this run
     kos = pydicom.dcmread(next(p for p in result.output_files
                                if pydicom.dcmread(p, stop_before_pixels=True).SOPClassUID == KOS_SOP_CLASS))
-    refs = {str(r.ReferencedSOPInstanceUID) for item in kos.ContentSequence for r in item.get("ReferencedSOPSequence", [])}
+    refs = {str(r.ReferencedSOPInstanceUID)
+            for item in kos.ContentSequence for r in item.get("ReferencedSOPSequence", [])}
     assert refs == {link["sop_instance_uid"] for link in doc["dicom_outputs"] if link["role"] != "kos"}
     assert "CT" in {dicom_json_value(s, "00080060") for s in series if s not in derived}
     for s in series:

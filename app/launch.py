@@ -1,0 +1,48 @@
+"""Running the application as deployed, ``python -m app -i IN -o OUT -m MODELS``, in a subprocess.
+
+One command line for every caller that runs the application from outside: the tests (``tests/conftest.py``,
+``tests/robust_cases.py``), the validation runner (``validation/runner.py``) and the benchmark (``bench``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_MODELS = REPO / "models"
+
+
+def app_command(input_dir: Path, output_dir: Path, models_dir: Path = DEFAULT_MODELS, *args: str,
+                python: str = sys.executable) -> list[str]:
+    """The command line that runs the application on ``input_dir`` (extra ``args``: e.g. ``--config``)."""
+    return [python, "-m", "app", "-i", str(input_dir), "-o", str(output_dir), "-m", str(models_dir), *args]
+
+
+@dataclass
+class AppRun:
+    """One finished run of the application."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    output_dir: Path
+
+    @property
+    def result(self) -> dict[str, Any]:
+        """The run's result.json (raises when it wrote none, e.g. exit code 4)."""
+        doc: dict[str, Any] = json.loads((self.output_dir / "result.json").read_text())
+        return doc
+
+
+def run_app(input_dir: Path, output_dir: Path, models_dir: Path = DEFAULT_MODELS, *args: str,
+            env: dict[str, str] | None = None, timeout: float = 600) -> AppRun:
+    """Run the application to its end (from the repository root) and return its exit code and streams."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    proc = subprocess.run(app_command(input_dir, output_dir, models_dir, *args), cwd=REPO, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+    return AppRun(proc.returncode, proc.stdout, proc.stderr, Path(output_dir))
