@@ -54,6 +54,7 @@ class AnalysisConfig:
     min_hip_bone_volume_ml: float = 50.0    # a side below this counts as absent: not_applicable
     max_hip_bone_volume_ratio: float = 2.0  # larger / smaller hip-bone volume above this: not_applicable
     min_tumour_volume_ml: float = 10.0      # a tumour below this counts as none: no_tumour
+    tumour_edge_margin_mm: float = 3.0      # a tumour within this of a face of the grid touches the scan edge
     max_voxels: int | None = 250_000_000    # rows x columns x slices above this: refused (exit 2); None: no limit
 
 

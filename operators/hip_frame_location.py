@@ -31,7 +31,8 @@ class HipFrameLocationOperator(StageOperator):
             return
         state.hip_frame = frame
         loc = hip_frame.tumour_location(labels, TUMOUR, frame)
-        warning = assessment.tumour_truncation_warning(hip_frame.truncated_faces(labels, (TUMOUR,)))
+        margin = state.config.analysis.tumour_edge_margin_mm
+        warning = assessment.tumour_truncation_warning(hip_frame.truncated_faces(labels, (TUMOUR,), margin))
         if warning:
             state.warn(warning)
         r = {k: [round(float(x), 4) for x in v] for k, v in loc.items()}
