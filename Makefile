@@ -45,10 +45,12 @@ demo: venv
 # application exactly as deployed (DICOM in, result.json + SEG out), metrics with bootstrap CIs. Once per model
 # version.
 EVAL_DIR ?= build/heldout
-HELDOUT_ARGS = $(shell $(PY) -c "import yaml; e = yaml.safe_load(open('training/config.yaml'))['evaluation']; h = e['heldout']; \
+# training.phantom arguments of an evaluation cohort of training/config.yaml (evaluation.<name>, its tumour world).
+cohort_args = $(shell $(PY) -c "import yaml; e = yaml.safe_load(open('training/config.yaml'))['evaluation']; h = e['$(1)']; \
 	print(f\"--seed {h['seed']} --n {h['n']} --no-tumour-fraction {h['no_tumour_fraction']} --protocol {h['protocol']}\" \
-	+ f\" --tumour-world {e.get('tumour_world', 'v1')}\" \
+	+ f\" --tumour-world {e.get('tumour_world', 'v1')}\" + (f\" --site {h['site']}\" if h.get('site') else '') \
 	+ (' --full-size' if h['full_size'] else ''))")
+HELDOUT_ARGS = $(call cohort_args,heldout)
 evaluate: venv
 	$(PY) -m training.phantom --out $(EVAL_DIR)/cohort $(HELDOUT_ARGS) --workers 2
 	$(PY) -m validation run --manifest $(EVAL_DIR)/cohort/manifest.csv --out $(EVAL_DIR)/report --models models --workers 2 \
@@ -57,9 +59,7 @@ evaluate: venv
 # The external-style cohort (evaluation.external: a site, scanner, kernels and noise texture never used in
 # training, full-size studies), run once per released version, after the held-out evaluation.
 EXT_DIR ?= build/external
-EXTERNAL_ARGS = $(shell $(PY) -c "import yaml; e = yaml.safe_load(open('training/config.yaml'))['evaluation']; h = e['external']; \
-	print(f\"--seed {h['seed']} --n {h['n']} --no-tumour-fraction {h['no_tumour_fraction']} --protocol {h['protocol']}\" \
-	+ f\" --tumour-world {e.get('tumour_world', 'v1')} --site {h['site']}\" + (' --full-size' if h['full_size'] else ''))")
+EXTERNAL_ARGS = $(call cohort_args,external)
 evaluate-external: venv
 	$(PY) -m training.phantom --out $(EXT_DIR)/cohort $(EXTERNAL_ARGS) --workers 2
 	$(PY) -m validation run --manifest $(EXT_DIR)/cohort/manifest.csv --out $(EXT_DIR)/report --models models --workers 2 \

@@ -1,20 +1,17 @@
 """The state of one application run, handed from operator to operator, and the result.json it becomes.
 
-Statuses are :class:`core.status.Status`; exit codes:
+Statuses are :class:`core.status.Status` (its docstring tables what each means); a run ends with exit code 0
+unless its status is ``error``, whose exit code names the cause:
 
-=================  =========  ===========================================================================
-status             exit code  meaning
-=================  =========  ===========================================================================
-``tumour_found``   0          a sacral tumour was segmented and classified
-``no_tumour``      0          hip bones found, no tumour segmented
-``not_applicable`` 0          the series cannot be analysed (e.g. no hip bone in the field of view);
-                              the reason is in ``warnings``
-``error``          2          unusable input (no CT series, unreadable files only, refused geometry)
-``error``          3          a model is missing or fails its sha256 check
-``error``          4          the outputs could not be written (read-only or full output or temporary
-                              folder); nothing is left in the output folder
-``error``          1          an unexpected internal failure
-=================  =========  ===========================================================================
+=========  ======================================================================================
+exit code  cause of ``error``
+=========  ======================================================================================
+2          unusable input (no CT series, unreadable files only, refused geometry)
+3          a model is missing or fails its sha256 check
+4          the outputs could not be written (read-only or full output or temporary folder); nothing
+           is left in the output folder
+1          an unexpected internal failure
+=========  ======================================================================================
 """
 from __future__ import annotations
 

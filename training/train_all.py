@@ -103,17 +103,16 @@ def main(argv: list[str] | None = None) -> int:
     cohort_cfg = cfg["cohort"]
     n_cases = 12 if a.quick else int(cohort_cfg["n"])
     manifest = a.manifest
+    world, protocol = str(cohort_cfg.get("tumour_world", "v1")), str(cohort_cfg.get("protocol", "standard"))
     if manifest is None:
         from training.phantom import generate_cohort
         manifest = work / "cohort" / "manifest.csv"
         reuse = a.skip_prepare or a.reuse_cohort
-        world = str(cohort_cfg.get("tumour_world", "v1"))
         if not (reuse and manifest.exists()):
             print(f"generating {n_cases} phantom cases (seed {cohort_cfg['seed']}, tumour world {world})", flush=True)
             manifest = generate_cohort(work / "cohort", n=n_cases, seed=int(cohort_cfg["seed"]),
                                        no_tumour_fraction=float(cohort_cfg["no_tumour_fraction"]),
-                                       protocol=str(cohort_cfg.get("protocol", "standard")),
-                                       tumour_world=world, workers=2)
+                                       protocol=protocol, tumour_world=world, workers=2)
         neg = cohort_cfg.get("negatives") or {}
         if int(neg.get("n", 0)) > 0:   # studies without a pelvis (cohort.negatives), appended to the cohort
             neg_manifest = work / "negatives" / "manifest.csv"
@@ -121,9 +120,9 @@ def main(argv: list[str] | None = None) -> int:
             if not (reuse and neg_manifest.exists()):
                 print(f"generating {n_neg} studies without a pelvis ({neg['coverage']})", flush=True)
                 generate_cohort(work / "negatives", n=n_neg, seed=int(cohort_cfg["seed"]), no_tumour_fraction=1.0,
-                                classes=["none"], protocol=str(cohort_cfg.get("protocol", "standard")),
-                                tumour_world=world, coverage=str(neg["coverage"]), case_prefix="N",
-                                start_index=int(neg["start_index"]), workers=2)
+                                classes=["none"], protocol=protocol, tumour_world=world,
+                                coverage=str(neg["coverage"]), case_prefix="N", start_index=int(neg["start_index"]),
+                                workers=2)
             manifest = combine_manifests([manifest, neg_manifest], work / "manifest_all.csv")
     seg_cfg = cfg["segmentation"]
     clf_cfg = cfg["classifier"]
@@ -137,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     split = f"{len(ids)} cases; {len(train_ids)} train / {len(val_ids)} internal validation"
     if a.manifest is None:
         data_desc = (f"synthetic pelvic CT phantoms (training.phantom, seed {cohort_cfg['seed']}, tumour world "
-                     f"{cohort_cfg.get('tumour_world', 'v1')}, {split}); NOT patient data")
+                     f"{world}, {split}); NOT patient data")
     else:
         data_desc = f"cohort of manifest {manifest.name} ({split})"
     common = {"version": cfg["version"], "training_data": data_desc,

@@ -39,8 +39,8 @@ EXTERNAL_NOISE_GRAIN = 1.5
 #: coverage kinds and their probabilities
 COVERAGE = {"pelvis": 0.5, "abdomen_pelvis": 0.25, "cut_acetabulum": 0.1, "cut_iliac_wing": 0.1, "low_pelvis": 0.05}
 #: coverage kinds never drawn, only asked for (``coverage=``): "upper_abdomen" has no pelvis at all (a slab of
-#: 30-260 mm, and at least 21 slices, starting 15-90 mm above the iliac crests), the negatives that teach the hip-bone model that an
-#: abdomen without a pelvis holds no hip bone
+#: 30-260 mm, and at least 21 slices, starting 15-90 mm above the iliac crests), the negatives that teach the
+#: hip-bone model that an abdomen without a pelvis holds no hip bone
 FORCED_COVERAGE = ("upper_abdomen",)
 
 
