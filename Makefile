@@ -65,9 +65,10 @@ evaluate-external: venv
 	$(PY) -m validation run --manifest $(EXT_DIR)/cohort/manifest.csv --out $(EXT_DIR)/report --models models --workers 2 \
 		--subgroups sex,age_band,coverage,patient_position,hip_prosthesis,kernel
 
-# A contact sheet of random phantoms (docs/phantom_gallery.png), for a radiologist's look at the synthetic world.
+# A contact sheet of random phantoms (docs/phantom_gallery.png) of the training world (its tumour world too), for a
+# radiologist's look at the synthetic world.
 gallery: venv
-	$(PY) -m training.phantom.gallery --out docs/phantom_gallery.png --n 6 --seed 5
+	$(PY) -m training.phantom.gallery --out docs/phantom_gallery.png --n 6 --seed 5 --tumour-world $(TUMOUR_WORLD)
 
 # Retrain all three models from scratch on a generated cohort (about an hour on 2 CPU cores).
 train: venv

@@ -30,8 +30,10 @@ def _window(img: np.ndarray, name: str) -> np.ndarray:
     return np.clip((img - (c - w / 2)) / w, 0.0, 1.0)
 
 
-def contact_sheet(out: Path, n: int = 6, seed: int = 5, full_size: bool = False, protocol: str = "varied") -> Path:
-    """Render ``n`` phantoms and write the contact sheet PNG to ``out``; returns ``out``."""
+def contact_sheet(out: Path, n: int = 6, seed: int = 5, full_size: bool = False, protocol: str = "varied",
+                  tumour_world: str = "v1") -> Path:
+    """Render ``n`` phantoms (tumours of ``tumour_world``) and write the contact sheet PNG to ``out``; returns
+    ``out``."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -41,7 +43,7 @@ def contact_sheet(out: Path, n: int = 6, seed: int = 5, full_size: bool = False,
     axes = np.atleast_2d(axes)
     for i in range(n):
         rng = np.random.default_rng([seed, i])
-        p = sample_patient(rng, f"G{i:03d}", classes[i % len(classes)])
+        p = sample_patient(rng, f"G{i:03d}", classes[i % len(classes)], tumour_world=tumour_world)
         scan = sample_scan(rng, p, full_size=full_size, protocol=protocol)
         ct, lab = render(p, scan)
         # display on a 1 mm canonical LPS grid (feet-first and rotated series look like head-first ones)
@@ -92,8 +94,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=5)
     ap.add_argument("--full-size", action="store_true")
     ap.add_argument("--protocol", choices=["standard", "varied"], default="varied")
+    ap.add_argument("--tumour-world", choices=["v1", "v2"], default="v1")
     a = ap.parse_args(argv)
-    print(contact_sheet(a.out, a.n, a.seed, a.full_size, a.protocol))
+    print(contact_sheet(a.out, a.n, a.seed, a.full_size, a.protocol, a.tumour_world))
     return 0
 
 
