@@ -105,16 +105,19 @@ def tumour_present(tumour_ml: float, analysis: AnalysisConfig) -> bool:
     return tumour_ml >= analysis.min_tumour_volume_ml
 
 
-def rejected_candidates_warning(rejected_ml: Sequence[float], analysis: AnalysisConfig) -> str | None:
-    """The warning about tumour candidates left out outside the sacral region (volumes in mL), or None.
+def rejected_candidates_warning(rejected_ml: Sequence[float], analysis: AnalysisConfig, *,
+                                located: bool = True) -> str | None:
+    """The warning about tumour candidates left out (volumes in mL), or None.
 
-    Candidates below the tumour threshold would never be reported and are not mentioned.
+    ``located`` (:attr:`core.postprocess.Merged.located`): True when they lay outside the sacral region, False
+    when no hip frame could be built to place them. Candidates below the tumour threshold would never be
+    reported and are not mentioned.
     """
     shown = [v for v in rejected_ml if tumour_present(v, analysis)]
     if not shown:
         return None
-    return (f"{len(shown)} larger tumour candidate(s) outside the sacral region left out "
-            f"({', '.join(f'{v:.0f}' for v in shown)} mL)")
+    where = "outside the sacral region" if located else "that could not be placed without a hip frame"
+    return f"{len(shown)} larger tumour candidate(s) {where} left out ({', '.join(f'{v:.0f}' for v in shown)} mL)"
 
 
 def tumour_truncation_warning(faces: Sequence[str]) -> str | None:

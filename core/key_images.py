@@ -49,6 +49,7 @@ PANEL_BOX = (40, BANNER_PX + 60, 680, 612)   # x0, y0, width, height of the CT i
 FINDINGS_X0 = 770
 WINDOW_HU = (150.0, 1000.0)          # level, width: bone and soft tissue both readable
 OUTLINE_PX = 2
+EDGE_PX = 6                          # no text within this many pixels of the right edge
 WRAP_CHARS = 42                      # findings panel text: characters per line (about 410 px at 14 pt)
 AXIS_MM = 50.0
 RESEARCH_TEXT = "RESEARCH USE ONLY - NOT FOR DIAGNOSIS"
@@ -397,6 +398,10 @@ def _render(view: str, title: str, ct: Volume | None, labels: Volume | None, g: 
     for tx, ty, s, style in texts:
         fig.text(tx / width, 1.0 - ty / height, s, family="DejaVu Sans", **style)
     agg = FigureCanvasAgg(fig)
+    renderer = agg.get_renderer()
+    for artist in fig.texts:  # a long line (e.g. a long class name) is set smaller, never cut by the edge
+        while artist.get_window_extent(renderer).x1 > width - EDGE_PX and artist.get_fontsize() > 8:
+            artist.set_fontsize(artist.get_fontsize() - 1)
     agg.draw()
     rgb = np.asarray(agg.buffer_rgba())[..., :3].copy()
     if rgb.shape != (height, width, 3):

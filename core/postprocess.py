@@ -124,6 +124,22 @@ class Merged(NamedTuple):
 
     labels: np.ndarray                     #: uint8 D-H-W map: 0 background, 1/2 hip bone left/right, 3 tumour
     rejected_tumour_ml: tuple[float, ...]  #: larger tumour components (mL) left out: centroid outside the region
+    #: False when a region was given but no hip frame could be built (a hip bone missing): every tumour
+    #: component is then left out (``rejected_tumour_ml``), as none can be placed in the sacral region
+    located: bool = True
+
+
+def _drop_tumour(labels: np.ndarray, affine: np.ndarray) -> tuple[float, ...]:
+    """Remove every tumour voxel of ``labels`` (in place); the components' volumes (mL), largest first."""
+    tumour = labels == TUMOUR
+    box = _bbox(tumour)
+    if box is None:
+        return ()
+    comps = _components_by_size(tumour[box], True)
+    counts = np.bincount(comps[comps > 0])[1:]
+    labels[tumour] = 0
+    voxel_ml = Volume(labels, affine).voxel_volume_ml
+    return tuple(round(float(c) * voxel_ml, 3) for c in sorted(counts, reverse=True))
 
 
 def _tumour_in_region(labels: Volume, region: FrameRegion) -> tuple[np.ndarray, tuple[float, ...]]:
@@ -160,7 +176,9 @@ def merge_structures(hip_labels: np.ndarray, tumour_labels: np.ndarray, *, affin
     ``sacral_region``) and ``affine`` (the grid's D-H-W index -> LPS mm), the tumour keeps instead its largest
     component whose centroid lies in the region, so that a larger false positive outside the sacral domain
     (e.g. a fluid-filled bowel loop in front of the hip joint) does not displace the tumour; the components
-    passed over are reported. Without a hip frame (a hip bone missing) the plain largest component is kept.
+    passed over are reported. Without a hip frame (a hip bone missing) no tumour component can be placed in the
+    region: all are left out and reported (``located`` False), so that no "sacral tumour" is drawn in a scan
+    of, say, the thighs. Without ``region`` the plain largest component is kept.
     Used by the application's post-processing step and by classifier training (``training.data``).
     """
     hip_labels, tumour_labels = np.asarray(hip_labels), np.asarray(tumour_labels)
@@ -176,6 +194,6 @@ def merge_structures(hip_labels: np.ndarray, tumour_labels: np.ndarray, *, affin
     try:
         keep, rejected = _tumour_in_region(Volume(labels, affine), region)
     except HipFrameError:
-        return Merged(keep_largest_per_label(labels, (TUMOUR,)), ())
+        return Merged(labels, _drop_tumour(labels, affine), located=False)
     labels[(labels == TUMOUR) & ~keep] = 0
     return Merged(labels, rejected)

@@ -1,7 +1,9 @@
 """Step 5: locate the tumour in the hip-bone reference frame (definition: ``core/hip_frame.py``).
 
-A tumour below ``analysis.min_tumour_volume_ml`` counts as none (:func:`core.assessment.tumour_present`): its
-voxels are removed, so that the SEG agrees with the SR (no tumour segment).
+Without a hip frame the study is not applicable (there is no sacral region in which to look, so neither a
+tumour nor its absence can be reported). A tumour below ``analysis.min_tumour_volume_ml`` counts as none
+(:func:`core.assessment.tumour_present`). In both cases the tumour voxels are removed, so that the SEG agrees
+with the SR (no tumour segment).
 """
 from __future__ import annotations
 
@@ -18,16 +20,17 @@ class HipFrameLocationOperator(StageOperator):
     def run(self, state: RunState) -> None:
         labels = state.labels
         assert labels is not None
+        try:  # first: without a frame there is no sacral region, so "no tumour" could not be said either
+            frame = hip_frame.hip_frame_from_labels(labels, HIP_LEFT, HIP_RIGHT)
+        except hip_frame.HipFrameError as e:
+            labels.array[labels.array == TUMOUR] = 0  # a tumour that cannot be located is not drawn in the SEG
+            state.warn(f"{assessment.NOT_APPLICABLE}{e}")
+            state.status = Status.NOT_APPLICABLE
+            return
         tumour_ml = float((labels.array == TUMOUR).sum() * labels.voxel_volume_ml)
         if not assessment.tumour_present(tumour_ml, state.config.analysis):
             labels.array[labels.array == TUMOUR] = 0
             state.status = Status.NO_TUMOUR
-            return
-        try:
-            frame = hip_frame.hip_frame_from_labels(labels, HIP_LEFT, HIP_RIGHT)
-        except hip_frame.HipFrameError as e:
-            state.warn(f"{assessment.NOT_APPLICABLE}{e}")
-            state.status = Status.NOT_APPLICABLE
             return
         state.hip_frame = frame
         loc = hip_frame.tumour_location(labels, TUMOUR, frame)

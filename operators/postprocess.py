@@ -21,12 +21,12 @@ class LargestComponentOperator(StageOperator):
     def run(self, state: RunState) -> None:
         assert state.hip_labels is not None and state.tumour_labels is not None  # both segmentations ran
         ct, analysis = state.require_loaded().volume, state.config.analysis
-        labels, rejected = merge_structures(state.hip_labels, state.tumour_labels, affine=ct.affine,
-                                            region=state.sacral_region)
+        merged = merge_structures(state.hip_labels, state.tumour_labels, affine=ct.affine, region=state.sacral_region)
+        labels = merged.labels
         state.labels = ct.with_array(labels)
         state.hip_labels = state.tumour_labels = None  # free memory
         state.model_grids.clear()
-        warning = assessment.rejected_candidates_warning(rejected, analysis)
+        warning = assessment.rejected_candidates_warning(merged.rejected_tumour_ml, analysis, located=merged.located)
         if warning:
             state.warn(warning)
         left, right = (float((labels == v).sum() * ct.voxel_volume_ml) for v in (HIP_LEFT, HIP_RIGHT))

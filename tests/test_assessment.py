@@ -74,6 +74,8 @@ def test_tumour_threshold_and_rejected_candidates() -> None:
     assert rejected_candidates_warning([3.0, 9.9], A) is None
     assert rejected_candidates_warning([3.0, 12.4, 40.0], A) == (
         "2 larger tumour candidate(s) outside the sacral region left out (12, 40 mL)")
+    assert rejected_candidates_warning([61.6], A, located=False) == (
+        "1 larger tumour candidate(s) that could not be placed without a hip frame left out (62 mL)")
 
 
 def test_tumour_truncation_warning() -> None:

@@ -208,3 +208,19 @@ def test_library_written_meanings_are_replaced_by_pydicoms() -> None:
     assert codes.normalise_meanings(ds) == 1
     assert ds.ConceptNameCodeSequence[0].CodeMeaning == "Source series for segmentation"
     assert codes.normalise_meanings(ds) == 0
+
+
+@pytest.mark.parametrize("cls", ["neurogenic_tumour", "giant_cell_tumour"])
+def test_long_class_names_are_not_cut_by_the_edge(tmp_path: Path, cls: str) -> None:
+    """The predicted type is the longest findings line: it is set smaller rather than running off the image
+    (at 18 pt bold, "Predicted type: Neurogenic tumour" ran past the right edge). Below the banner, the last
+    columns of the canvas stay black."""
+    loaded = _loaded(tmp_path)
+    ct = loaded.volume
+    labels = ct.with_array(make_labels())
+    frame, findings = _findings(ct, labels)
+    findings = {**findings, "predicted_class": cls,
+                "warnings": ["a long warning " * 12]}  # wrapped by the panel, never reaching the edge
+    for im in render_key_images(ct, labels, findings, frame, app_version="9.9.9"):
+        margin = im.pixels[48:, -4:]
+        assert not margin.any(), f"{im.view}: text reaches the right edge ({np.argwhere(margin.any(axis=-1))[:3]})"

@@ -193,6 +193,11 @@ def test_scan_without_hip_bone_is_not_applicable(cases: Cases) -> None:
     doc = assert_analysed(run)
     assert doc["status"] == Status.NOT_APPLICABLE, (doc["hip_bone"], doc["warnings"])
     assert any("hip bone in the field of view" in w for w in doc["warnings"]), doc["warnings"]
+    # no "sacral tumour" drawn where there is no sacrum: the SEG (if any) agrees with result.json and the SR
+    assert doc["tumour"] is None and "sacral tumour" not in (doc.get("segment_numbers") or {}), doc
+    if doc["outputs"]["seg"]:
+        seg = pydicom.dcmread(run.run.output_dir / doc["outputs"]["seg"], stop_before_pixels=True)
+        assert "sacral tumour" not in {str(i.SegmentLabel) for i in seg.SegmentSequence}
 
 
 def test_hip_bone_cut_by_the_scan_is_reported(cases: Cases) -> None:
