@@ -9,6 +9,8 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,3 +48,14 @@ def run_app(input_dir: Path, output_dir: Path, models_dir: Path = DEFAULT_MODELS
     proc = subprocess.run(app_command(input_dir, output_dir, models_dir, *args), cwd=REPO, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
     return AppRun(proc.returncode, proc.stdout, proc.stderr, Path(output_dir))
+
+
+def run_apps(jobs: Sequence[tuple[Path, Path]], models_dir: Path = DEFAULT_MODELS, *args: str,
+             workers: int = 2, timeout: float = 600) -> list[AppRun]:
+    """:func:`run_app` for each ``(input_dir, output_dir)`` of ``jobs``, ``workers`` runs at a time.
+
+    The runs are independent processes (each stages its outputs in its own temporary folder), so on a 2-core
+    machine two at once finish sooner than one after the other. Results are in the order of ``jobs``.
+    """
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        return list(pool.map(lambda job: run_app(job[0], job[1], models_dir, *args, timeout=timeout), jobs))

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from app.launch import AppRun, run_app
+from app.launch import AppRun, run_app, run_apps
 
-__all__ = ["MODELS", "REPO", "SHARED_DATA", "AppRun", "run_app"]
+__all__ = ["MODELS", "REPO", "SHARED_DATA", "AppRun", "run_app", "run_apps"]
 
 REPO = Path(__file__).resolve().parents[1]
 TIERS = ("unit", "app", "system")
@@ -48,12 +48,9 @@ def studies(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> dict[
     manifest = generate_cohort(root / "cohort", n=2, seed=424242, classes=["chordoma"], no_tumour_fraction=0.5)
     with open(manifest, newline="") as f:
         rows = list(csv.DictReader(f))
-    out = {}
-    for row in rows:
-        run = run_app(manifest.parent / row["dicom_dir"], root / "out" / row["case_id"], models_dir)
-        key = "tumour" if row["tumour_class"] != "none" else "none"
-        out[key] = (dict(row, root=str(manifest.parent)), run)
-    return out
+    runs = run_apps([(manifest.parent / r["dicom_dir"], root / "out" / r["case_id"]) for r in rows], models_dir)
+    return {("tumour" if row["tumour_class"] != "none" else "none"): (dict(row, root=str(manifest.parent)), run)
+            for row, run in zip(rows, runs)}
 
 
 @pytest.fixture(scope="session")

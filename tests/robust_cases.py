@@ -243,21 +243,26 @@ class Cases:
 
     # ----------------------------------------------------------------------------------------- runs
     def run(self, name: str) -> CaseRun:
+        """The run of case ``name``. A case of :data:`GROUPS` runs with its group (one shared TMPDIR); any other
+        case runs beside the next case not yet run (each with its own TMPDIR), so that the two cores of a small
+        machine both work: the runs are independent (``good_concurrent`` asserts that two runs at once give
+        the findings of one alone)."""
         if name not in self.runs:
             if name in GROUPS:
-                self._run_together(GROUPS[name])
+                self._run_together(GROUPS[name], share_tmp=True)
             else:
-                self._run_together((name,))
+                partner = next((n for n in ALL_CASES if n != name and n not in self.runs and n not in GROUPS), None)
+                self._run_together((name,) if partner is None else (name, partner), share_tmp=False)
         return self.runs[name]
 
-    def _run_together(self, names: tuple[str, ...]) -> None:
+    def _run_together(self, names: tuple[str, ...], *, share_tmp: bool) -> None:
         specs = {n: BUILDERS[n](self, self.root / "cases" / n) for n in names}
         procs = {}
-        shared_tmp = self.root / "cases" / ("tmp-" + "+".join(names))  # runs started together share TMPDIR
+        shared_tmp = self.root / "cases" / ("tmp-" + "+".join(names))  # a group started together shares TMPDIR
         for n, spec in specs.items():
             case_dir = self.root / "cases" / n
             case_dir.mkdir(parents=True, exist_ok=True)
-            tmpdir = shared_tmp if len(names) > 1 else case_dir / "tmp"
+            tmpdir = shared_tmp if share_tmp else case_dir / "tmp"
             tmpdir.mkdir(parents=True, exist_ok=True)
             if spec.before:
                 spec.before()

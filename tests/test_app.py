@@ -17,7 +17,7 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 from tools import require_tool
-from conftest import AppRun, run_app
+from conftest import AppRun, run_app, run_apps
 
 from core.dicom_header import scan_folder
 from core.dicom_input import load_volume
@@ -197,19 +197,20 @@ def test_location_is_unchanged_by_file_names_order_and_table_position(studies: d
         dst = tmp_path / "shuffled" / f"sub{i % 3}" / n
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(p, dst)
-    shuffled = run_app(tmp_path / "shuffled", tmp_path / "out_shuffled", models_dir).result["tumour"]
-    assert shuffled["location_hip_frame"] == base["location_hip_frame"]
-    assert shuffled["location_hip_frame_mm"] == base["location_hip_frame_mm"]
     # 2. the same patient with the table moved 40 mm left, 25 mm down and 30 mm along z
     rng = np.random.default_rng(7)
     patient = sample_patient(rng, "T0001", "chordoma")
     scan = sample_scan(rng, patient)
     moved = dataclasses.replace(scan, table_offset_mm=tuple(np.add(scan.table_offset_mm, (40.0, 25.0, 30.0))))
-    locs = []
     for name, s in (("ref", scan), ("moved", moved)):
         ct, lab = render(patient, s)
         write_case(patient, s, ct, lab, tmp_path / name)
-        locs.append(run_app(tmp_path / name / "T0001" / "dicom", tmp_path / f"out_{name}", models_dir).result["tumour"])
+    runs = run_apps([(tmp_path / "shuffled", tmp_path / "out_shuffled")]
+                    + [(tmp_path / name / "T0001" / "dicom", tmp_path / f"out_{name}") for name in ("ref", "moved")],
+                    models_dir)
+    shuffled, *locs = (r.result["tumour"] for r in runs)
+    assert shuffled["location_hip_frame"] == base["location_hip_frame"]
+    assert shuffled["location_hip_frame_mm"] == base["location_hip_frame_mm"]
     # The frame itself is exact to 1 mm (tests/test_hip_frame_phantom.py, reference labels); here the models
     # segment a shifted voxel grid, so the tumour outline changes slightly: 0.02 normalised, 2.5 mm.
     assert np.allclose(locs[0]["location_hip_frame"], locs[1]["location_hip_frame"], atol=0.02)

@@ -9,7 +9,6 @@ the same findings.
 """
 from __future__ import annotations
 
-import csv
 import math
 import shutil
 import subprocess
@@ -20,7 +19,7 @@ import numpy as np
 import pydicom
 import pytest
 from tools import require_tool
-from conftest import AppRun, run_app
+from conftest import AppRun, run_apps
 from dicom_factory import write_ct_series, write_enhanced_ct, write_legacy_enhanced_ct
 from pydicom.encaps import encapsulate, generate_frames
 from pydicom.uid import EnhancedCTImageStorage, LegacyConvertedEnhancedCTImageStorage, RLELossless
@@ -259,26 +258,21 @@ def test_seg_and_sr_pass_dciodvfy_and_dcentvfy(mf_outputs: dict) -> None:
 
 # ------------------------------------------------------------------------------------ the application
 
-def _row(manifest: Path) -> dict[str, str]:
-    with open(manifest, newline="") as f:
-        return next(csv.DictReader(f))
-
-
 @pytest.fixture(scope="module")
-def app_runs(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> dict[str, tuple[Path, AppRun]]:
-    """One generated chordoma study, run as classic, Legacy Converted Enhanced and true Enhanced CT."""
-    from training.phantom import generate_cohort
-
+def app_runs(tmp_path_factory: pytest.TempPathFactory, models_dir: Path,
+             studies: dict) -> dict[str, tuple[Path, AppRun]]:
+    """The session's generated chordoma study (``conftest.studies``, run once as classic single-frame files),
+    written and run as Legacy Converted Enhanced and as true Enhanced CT (the two runs at once)."""
     root = tmp_path_factory.mktemp("mf_app")
-    manifest = generate_cohort(root / "cohort", n=1, seed=424242, classes=["chordoma"], no_tumour_fraction=0.0)
-    classic = manifest.parent / _row(manifest)["dicom_dir"]
+    row, classic_run = studies["tumour"]
+    classic = Path(row["root"]) / row["dicom_dir"]
     files = select_series(scan_folder(classic)).require().files  # the series the application analyses
-    inputs = {"classic": classic,
-              "legacy": write_legacy_enhanced_ct(files, root / "legacy" / "ct.dcm").parent,
+    inputs = {"legacy": write_legacy_enhanced_ct(files, root / "legacy" / "ct.dcm").parent,
               "enhanced": write_enhanced_ct(files, root / "enhanced" / "ct.dcm", seed=11).parent}
     # a generous limit: on a loaded 2-core machine one run has taken more than the default 600 s
-    return {name: (folder, run_app(folder, root / f"out_{name}", models_dir, timeout=1500))
-            for name, folder in inputs.items()}
+    runs = run_apps([(folder, root / f"out_{name}") for name, folder in inputs.items()], models_dir, timeout=1500)
+    multi = {name: (folder, run) for (name, folder), run in zip(inputs.items(), runs)}
+    return {"classic": (classic, classic_run), **multi}
 
 
 @pytest.mark.app
