@@ -42,11 +42,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from core.volume import Volume
+
+if TYPE_CHECKING:
+    from core.model_metadata import ModelMetadata
 
 __all__ = [
     "FrameRegion", "HipFrame", "HipFrameError", "NoTumourError", "hip_frame_from_labels", "hip_bone_truncated",
@@ -156,21 +159,12 @@ class FrameRegion:
             raise ValueError(f"locations must have shape (N>0, 3), got {pts.shape}")
         return cls(tuple(pts.min(axis=0) - margin), tuple(pts.max(axis=0) + margin))
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form, as stored in ``metadata.json``."""
-        return {"coordinates": "normalised hip frame (u, v, w), core/hip_frame.py",
-                "low": [round(x, 4) for x in self.low], "high": [round(x, 4) for x in self.high]}
-
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> FrameRegion:
-        """Inverse of :meth:`to_dict`."""
-        return cls(tuple(d["low"]), tuple(d["high"]))
-
-    @classmethod
-    def of_model(cls, metadata: dict[str, Any]) -> FrameRegion | None:
-        """The ``sacral_region`` of a model's ``metadata.json``, or None when the model has none."""
-        d = metadata.get("sacral_region")
-        return cls.from_dict(d) if d else None
+    def of_model(cls, metadata: ModelMetadata) -> FrameRegion | None:
+        """The ``sacral_region`` of a segmentation model's metadata, or None when the model has none (stored as
+        :class:`core.model_metadata.SacralRegion`)."""
+        seg = metadata.segmentation
+        return seg.sacral_region.region if seg is not None and seg.sacral_region is not None else None
 
 
 def _voxel_centres_lps(labels: Volume, mask: np.ndarray) -> np.ndarray:
