@@ -4,8 +4,8 @@ Values: ``sex`` ('M'/'F', encoded M=1, F=0), ``age_years`` (years, from the DICO
 ``tumour_volume_ml`` (mL, from the tumour mask) and ``loc_u``, ``loc_v``, ``loc_w`` (dimensionless
 hip-frame location, see :mod:`core.hip_frame`). The classifier's ``metadata.json`` carries the feature
 spec actually used: its ``features`` (:class:`core.model_metadata.FeatureSpec`: name, mean, std, impute,
-encoding) in input order; ``mean``, ``std`` and ``impute`` are in raw units (after encoding). Nothing here logs or returns
-identifying header values.
+encoding) in input order; ``mean``, ``std`` and ``impute`` are in raw units (after encoding). Nothing here logs
+or returns identifying header values.
 """
 from __future__ import annotations
 

@@ -3,8 +3,9 @@
 Model grid: the CT is reoriented to the canonical LPS orientation (SimpleITK ``DICOMOrient('LPS')``: index
 x=w runs to patient left, y=h to posterior, z=d to superior) and resampled to the model's isotropic or
 anisotropic spacing from the metadata's ``spacing_mm`` (given as D-H-W, mm). Intensities are clipped and scaled
-as its ``intensity`` window says (:class:`core.model_metadata.SegmentationSpec`). Probabilities are resampled back onto the *original* series grid with
-linear interpolation before the argmax, so the label map returned is D-H-W on exactly the input's grid.
+as its ``intensity`` window says (:class:`core.model_metadata.SegmentationSpec`). Probabilities are resampled
+back onto the *original* series grid with linear interpolation before the argmax, so the label map returned is
+D-H-W on exactly the input's grid.
 """
 from __future__ import annotations
 
