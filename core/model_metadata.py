@@ -24,9 +24,10 @@ import copy
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from core.hip_frame import FrameRegion
+if TYPE_CHECKING:  # core.hip_frame needs SimpleITK; this module must not (bench/gpu_check.py runs without it)
+    from core.hip_frame import FrameRegion
 
 MODEL_FILE = "model.ts"
 TASKS = ("segmentation", "classification")
@@ -318,12 +319,14 @@ class SacralRegion:
     def around(cls, locations: Any, margin: float, source: str) -> SacralRegion:
         """The box around ``locations`` ((N, 3) normalised ``(u, v, w)``) widened by ``margin``, bounds rounded
         to 4 decimals (as stored)."""
+        from core.hip_frame import FrameRegion
         r = FrameRegion.around(locations, margin)
         return cls(low=_round3(r.low), high=_round3(r.high), margin=margin, source=source)
 
     @property
     def region(self) -> FrameRegion:
         """The box as a :class:`core.hip_frame.FrameRegion`."""
+        from core.hip_frame import FrameRegion
         return FrameRegion(self.low, self.high)
 
     @classmethod
