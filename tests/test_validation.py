@@ -31,12 +31,14 @@ from sklearn.metrics import (
 from tools import require_tool
 from validation import metrics as M
 from validation.manifest import ManifestError, age_band, read_manifest
+from core.models import read_metadata
 from core.status import ANALYSED, Status
 
 pytestmark = pytest.mark.unit
 
 REPO = Path(__file__).resolve().parents[1]
-CLASSES = ["metastasis", "chondrosarcoma", "osteosarcoma", "chordoma", "neurogenic_tumour", "giant_cell_tumour"]
+#: the repository classifier's class order (its metadata): what the CLI validates by default
+CLASSES = list(read_metadata(REPO / "models" / "tumour_classifier").clf.classes)
 K = len(CLASSES)
 
 
