@@ -42,14 +42,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from core.volume import Volume
-
-if TYPE_CHECKING:
-    from core.model_metadata import ModelMetadata
 
 __all__ = [
     "FrameRegion", "HipFrame", "HipFrameError", "NoTumourError", "hip_frame_from_labels", "hip_bone_truncated",
@@ -159,12 +156,6 @@ class FrameRegion:
             raise ValueError(f"locations must have shape (N>0, 3), got {pts.shape}")
         return cls(tuple(pts.min(axis=0) - margin), tuple(pts.max(axis=0) + margin))
 
-    @classmethod
-    def of_model(cls, metadata: ModelMetadata) -> FrameRegion | None:
-        """The ``sacral_region`` of a segmentation model's metadata, or None when the model has none (stored as
-        :class:`core.model_metadata.SacralRegion`)."""
-        seg = metadata.segmentation
-        return seg.sacral_region.region if seg is not None and seg.sacral_region is not None else None
 
 
 def _voxel_centres_lps(labels: Volume, mask: np.ndarray) -> np.ndarray:

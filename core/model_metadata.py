@@ -641,6 +641,12 @@ class ModelMetadata:
                                         "have the classification keys")
 
     @property
+    def frame_region(self) -> FrameRegion | None:
+        """The tumour model's domain in the hip frame (its ``sacral_region``), None when the model has none."""
+        seg = self.segmentation
+        return seg.sacral_region.region if seg is not None and seg.sacral_region is not None else None
+
+    @property
     def seg(self) -> SegmentationSpec:
         """The segmentation part; :class:`ModelError` when this is not a segmentation model."""
         if self.segmentation is None:

@@ -248,8 +248,8 @@ def test_frame_region_box_round_trip_and_checks():
     assert SacralRegion.from_dict(stored.to_dict(), "sacral_region") == stored
     meta = read_metadata(REPO / "models" / "tumour_seg")
     tumour_model = replace(meta, segmentation=replace(meta.seg, sacral_region=stored))
-    assert FrameRegion.of_model(tumour_model) == FrameRegion((-0.3, 0.0, -0.2), (0.4, 0.6, 0.5))
-    assert FrameRegion.of_model(read_metadata(REPO / "models" / "hip_bone_seg")) is None
+    assert tumour_model.frame_region == FrameRegion((-0.3, 0.0, -0.2), (0.4, 0.6, 0.5))
+    assert read_metadata(REPO / "models" / "hip_bone_seg").frame_region is None
     with pytest.raises(ValueError, match="low < high"):
         FrameRegion((0.0, 0.0, 0.0), (1.0, 0.0, 1.0))
     with pytest.raises(ValueError, match="shape"):

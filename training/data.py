@@ -275,7 +275,7 @@ def segmented_classifier_inputs(manifest: Path, case_ids: list[str], tumour_modu
     import torch
 
     wanted = set(case_ids)
-    region = hip_frame.FrameRegion.of_model(tumour_meta)
+    region = tumour_meta.frame_region
     out: dict[str, tuple[np.ndarray, dict[str, float | None]]] = {}
     for case in read_manifest(manifest):
         if case.case_id not in wanted:
