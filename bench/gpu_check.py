@@ -56,12 +56,12 @@ def prepare(study: Path, label_path: Path, out: Path, models: Path) -> None:
     labels = from_sitk(sitk.ReadImage(str(label_path)))
     labels = labels.with_array(labels.array.astype(np.uint8))
     clf = load_model(models, "tumour_classifier", cpu)
-    crop = tumour_crop(ct, labels.array == 3, clf.metadata["crop"])
+    crop = tumour_crop(ct, labels.array == 3, clf.metadata.clf.crop)
     loc = hip_frame.tumour_location(labels, 3, hip_frame.hip_frame_from_labels(labels))
     values = {"sex": clinical.sex(loaded.datasets[0]), "age_years": clinical.age_years(loaded.datasets[0]),
               "tumour_volume_ml": clinical.tumour_volume_ml(labels.array == 3, labels.voxel_volume_ml),
               **dict(zip(("loc_u", "loc_v", "loc_w"), loc["location_hip_frame"]))}
-    tab, _ = clinical.standardise(values, clf.metadata["features"])
+    tab, _ = clinical.standardise(values, clf.metadata.clf.features)
     arrays["crop"], arrays["tabular"] = crop, tab
     arrays["clf_ref"] = predict_proba(clf.module, crop, tab, cpu)
     arrays["ct_shape"] = np.array(ct.shape)
@@ -102,7 +102,7 @@ def run(data: Path, out: Path, models: Path, repeats: int = 5) -> dict:
             "dice_vs_cpu_fp32": {int(v): round(_dice(pred == v, ref == v), 4) for v in values},
             "voxel_agreement": round(float((pred == ref).mean()), 6)}
     clf = load_model(models, "tumour_classifier", dev)
-    variants = {v: load_variant(clf, v) for v in clf.metadata.get("variants", {})}
+    variants = {v: load_variant(clf, v) for v in clf.metadata.clf.variants}
     p = predict_proba(clf.module, z["crop"], z["tabular"], dev)
     t0 = time.perf_counter()
     for _ in range(repeats):

@@ -28,6 +28,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from app.runtime import preload_cudart, quiet_threads  # noqa: E402
+from core.models import ModelMetadata, read_metadata  # noqa: E402
 
 TIMINGS: dict[str, float] = {}
 
@@ -47,7 +48,7 @@ def _timed(cls: type) -> type:
     return Timed
 
 
-def build_app(input_dir: Path, output_dir: Path, model_file: Path, metadata: dict[str, Any], series_regex: str) -> Any:
+def build_app(input_dir: Path, output_dir: Path, model_file: Path, metadata: ModelMetadata, series_regex: str) -> Any:
     from monai.deploy.conditions import CountCondition
     from monai.deploy.core import AppContext, Application
     from monai.deploy.operators.dicom_data_loader_operator import DICOMDataLoaderOperator
@@ -61,9 +62,10 @@ def build_app(input_dir: Path, output_dir: Path, model_file: Path, metadata: dic
     )
     from pydicom.sr.codedict import codes
 
-    sw = metadata["sliding_window"]
-    spacing_xyz = tuple(float(s) for s in reversed(metadata["spacing_mm"]))  # metadata is D-H-W
-    window = metadata["intensity"]
+    seg = metadata.seg
+    sw = seg.sliding_window
+    spacing_xyz = tuple(reversed(seg.spacing_mm))  # metadata is D-H-W
+    window = seg.intensity
 
     class StockSegOperator(MonaiSegInferenceOperator):
         """MonaiSegInferenceOperator with the spleen example's transforms, set from the model's metadata."""
@@ -75,8 +77,8 @@ def build_app(input_dir: Path, output_dir: Path, model_file: Path, metadata: dic
                 EnsureChannelFirstd(keys=k),
                 Orientationd(keys=k, axcodes="LPS"),
                 Spacingd(keys=k, pixdim=spacing_xyz, mode="bilinear"),
-                ScaleIntensityRanged(keys=k, a_min=window["a_min"], a_max=window["a_max"], b_min=window["b_min"],
-                                     b_max=window["b_max"], clip=bool(window.get("clip", True))),
+                ScaleIntensityRanged(keys=k, a_min=window.a_min, a_max=window.a_max, b_min=window.b_min,
+                                     b_max=window.b_max, clip=window.clip),
                 Transposed(keys=k, indices=(0, 3, 2, 1)),  # C,x,y,z -> C,D,H,W (the model's order)
             ])
 
@@ -91,7 +93,7 @@ def build_app(input_dir: Path, output_dir: Path, model_file: Path, metadata: dic
 
     rules = json.dumps({"selections": [{"name": "CT", "conditions": {
         "Modality": "(?i)CT", "ImageType": ["PRIMARY", "ORIGINAL", "AXIAL"], "SeriesDescription": series_regex}}]})
-    labels = [lab for lab in metadata["labels"] if int(lab["value"]) > 0]
+    labels = seg.foreground
 
     class StockApp(Application):
         def compose(self) -> None:
@@ -101,11 +103,11 @@ def build_app(input_dir: Path, output_dir: Path, model_file: Path, metadata: dic
             selector = _timed(DICOMSeriesSelectorOperator)(self, rules=rules, name="series_selector")
             to_volume = _timed(DICOMSeriesToVolumeOperator)(self, name="series_to_volume")
             infer = _timed(StockSegOperator)(
-                self, roi_size=tuple(sw["roi_size"]), pre_transforms=None, post_transforms=None, app_context=ctx,
-                overlap=float(sw["overlap"]), sw_batch_size=int(sw["sw_batch_size"]), mode=sw.get("mode", "constant"),
+                self, roi_size=sw.roi_size, pre_transforms=None, post_transforms=None, app_context=ctx,
+                overlap=sw.overlap, sw_batch_size=sw.sw_batch_size, mode=sw.mode,
                 model_path=model_file, name="monai_seg_inference")
             descriptions = [SegmentDescription(
-                segment_label=lab["label"], segmented_property_category=codes.SCT.AnatomicalStructure,
+                segment_label=lab.label, segmented_property_category=codes.SCT.AnatomicalStructure,
                 segmented_property_type=codes.SCT.Hip, algorithm_name="stock SDK pipeline (bench)",
                 algorithm_version="0") for lab in labels]
             writer = _timed(DICOMSegmentationWriterOperator)(self, segment_descriptions=descriptions,
@@ -131,10 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     quiet_threads()
     preload_cudart()
     folder = a.models / a.model
-    metadata = json.loads((folder / "metadata.json").read_text())
+    metadata = read_metadata(folder)
     a.output.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    app = build_app(a.input.resolve(), a.output.resolve(), folder / metadata.get("file", "model.ts"), metadata,
+    app = build_app(a.input.resolve(), a.output.resolve(), folder / metadata.file, metadata,
                     a.series_regex)
     app.run()
     TIMINGS["total"] = round(time.perf_counter() - t0, 3)

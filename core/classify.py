@@ -3,26 +3,26 @@
 The crop (used identically at training and inference) is a cube in canonical LPS orientation centred on
 the centre of the tumour's bounding box, with side = largest bounding-box extent + 2 x ``margin_mm``
 (at least ``min_side_mm``), resampled to ``crop_size`` voxels (D-H-W). Channel 0 is the CT scaled by
-``metadata['intensity']``; channel 1 the tumour mask (0/1). The absolute size is lost by design: the tumour
+the crop's ``intensity`` window; channel 1 the tumour mask (0/1). The absolute size is lost by design: the tumour
 volume enters through the tabular features.
 """
 from __future__ import annotations
 
-from typing import Any
 from collections.abc import Sequence
 
 import numpy as np
 import SimpleITK as sitk
 
+from core.model_metadata import CropSpec
 from core.segment import scale_intensity
 from core.volume import Volume, to_sitk
 
 
-def tumour_crop(ct: Volume, tumour_mask: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
+def tumour_crop(ct: Volume, tumour_mask: np.ndarray, spec: CropSpec) -> np.ndarray:
     """(2, D, H, W) float32 classifier input from ``ct`` (HU, D-H-W) and a boolean mask on the same grid.
 
-    ``spec`` is the classifier metadata's ``crop`` dict: ``size`` (D-H-W voxels), ``margin_mm``,
-    ``min_side_mm``, and ``intensity`` (clip/scale window in HU).
+    ``spec`` is the classifier metadata's ``crop``: ``size`` (D-H-W voxels), ``margin_mm``, ``min_side_mm``,
+    and ``intensity`` (clip/scale window in HU).
     """
     if tumour_mask.shape != ct.shape:
         raise ValueError("tumour mask and CT grids differ")
@@ -34,8 +34,8 @@ def tumour_crop(ct: Volume, tumour_mask: np.ndarray, spec: dict[str, Any]) -> np
                         for c in (idx[:, 2].min(), idx[:, 2].max())], float)
     lps = ct.index_to_lps(corners)
     centre = (lps.min(0) + lps.max(0)) / 2.0
-    side = max(float((lps.max(0) - lps.min(0)).max()) + 2.0 * float(spec["margin_mm"]), float(spec["min_side_mm"]))
-    size_dhw = [int(v) for v in spec["size"]]
+    side = max(float((lps.max(0) - lps.min(0)).max()) + 2.0 * spec.margin_mm, spec.min_side_mm)
+    size_dhw = list(spec.size)
     size_xyz = size_dhw[::-1]
     spacing_xyz = [side / n for n in size_xyz]
     # Canonical LPS axes: x to the left, y posterior, z superior (identity direction).
@@ -46,7 +46,7 @@ def tumour_crop(ct: Volume, tumour_mask: np.ndarray, spec: dict[str, Any]) -> np
             (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0), fill, sitk.sitkFloat32))
     ct_img = sitk.Cast(to_sitk(ct), sitk.sitkFloat32)
     mask_img = sitk.Cast(to_sitk(ct.with_array(tumour_mask.astype(np.uint8))), sitk.sitkFloat32)
-    image = scale_intensity(_resample(ct_img, sitk.sitkLinear, -1024.0), spec["intensity"])
+    image = scale_intensity(_resample(ct_img, sitk.sitkLinear, -1024.0), spec.intensity)
     mask = (_resample(mask_img, sitk.sitkLinear, 0.0) >= 0.5).astype(np.float32)
     return np.stack([image, mask]).astype(np.float32)
 

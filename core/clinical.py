@@ -3,9 +3,9 @@
 Values: ``sex`` ('M'/'F', encoded M=1, F=0), ``age_years`` (years, from the DICOM header),
 ``tumour_volume_ml`` (mL, from the tumour mask) and ``loc_u``, ``loc_v``, ``loc_w`` (dimensionless
 hip-frame location, see :mod:`core.hip_frame`). The classifier's ``metadata.json`` carries the feature
-spec actually used: ``{"features": [{"name", "mean", "std", "impute", "encoding"?}, ...]}`` in input
-order; ``mean``, ``std`` and ``impute`` are in raw units (after encoding). Nothing here logs or returns
-identifying header values.
+spec actually used: its ``features`` (:class:`core.model_metadata.FeatureSpec`: name, mean, std, impute,
+encoding) in input order; ``mean``, ``std`` and ``impute`` are in raw units (after encoding). Nothing here logs
+or returns identifying header values.
 """
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
+from core.model_metadata import FeatureSpec
 
 __all__ = ["FEATURE_ORDER", "SEX_ENCODING", "age_years", "sex", "tumour_volume_ml", "standardise",
            "fit_feature_spec"]
@@ -154,43 +156,37 @@ def _encode(name: str, value: Any, encoding: str | None) -> float | None:
     return None if math.isnan(x) else x
 
 
-def standardise(values: Mapping[str, Any], feature_spec: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, list[str]]:
+def standardise(values: Mapping[str, Any], feature_spec: Sequence[FeatureSpec]) -> tuple[np.ndarray, list[str]]:
     """z-score the features in the order of ``feature_spec`` (from the model's metadata.json).
 
     Args:
         values: name -> raw value (units as in the module docstring); a str is encoded with the
             feature's ``encoding`` (sex: 'M'/'F'); None, NaN or an absent name = missing.
             Names not in the spec are ignored.
-        feature_spec: list of ``{"name", "mean", "std", "impute", "encoding"?}``; a missing value
-            is replaced by ``impute`` (raw units, e.g. the training mean) before z-scoring.
+        feature_spec: the classifier's features (mean and std checked when the spec was built); a missing
+            value is replaced by ``impute`` (raw units, e.g. the training mean) before z-scoring.
 
     Returns:
         (float32 array of ``(x - mean) / std`` in spec order, names that were imputed).
 
     Raises:
-        ValueError: malformed spec, unknown encoded string, or a missing value without ``impute``.
+        ValueError: unknown encoded string, or a missing value without ``impute``.
     """
     out = np.empty(len(feature_spec), dtype=np.float32)
     imputed: list[str] = []
     for i, spec in enumerate(feature_spec):
-        try:
-            name, mean, std = spec["name"], float(spec["mean"]), float(spec["std"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"feature spec #{i} needs name, mean and std: {exc}") from None
-        if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
-            raise ValueError(f"feature {name!r}: mean must be finite and std > 0, got {mean}, {std}")
-        x = _encode(name, values.get(name), spec.get("encoding"))
+        x = _encode(spec.name, values.get(spec.name), spec.encoding)
         if x is None:
-            if spec.get("impute") is None:
-                raise ValueError(f"feature {name!r} is missing and the spec has no 'impute' value")
-            x = float(spec["impute"])
-            imputed.append(name)
-        out[i] = (x - mean) / std
+            if spec.impute is None:
+                raise ValueError(f"feature {spec.name!r} is missing and the spec has no 'impute' value")
+            x = spec.impute
+            imputed.append(spec.name)
+        out[i] = (x - spec.mean) / spec.std
     return out, imputed
 
 
 def fit_feature_spec(table: Mapping[str, Sequence[Any]], names: Sequence[str] = FEATURE_ORDER,
-                     std_floor: float = 1e-6) -> list[dict[str, Any]]:
+                     std_floor: float = 1e-6) -> tuple[FeatureSpec, ...]:
     """Feature spec for metadata.json from the training split.
 
     Args:
@@ -201,9 +197,9 @@ def fit_feature_spec(table: Mapping[str, Sequence[Any]], names: Sequence[str] = 
             +-1e6 at inference.
 
     Returns:
-        ``[{"name", "mean", "std", "impute" (= mean), "n" (values used), "encoding"? (sex)}, ...]``.
+        one :class:`FeatureSpec` per name: mean, std, impute (= mean), n (values used), encoding (sex only).
     """
-    spec: list[dict[str, Any]] = []
+    spec: list[FeatureSpec] = []
     for name in names:
         if name not in table:
             raise ValueError(f"feature {name!r} not in the training table")
@@ -213,9 +209,6 @@ def fit_feature_spec(table: Mapping[str, Sequence[Any]], names: Sequence[str] = 
             raise ValueError(f"feature {name!r} has no non-missing value")
         arr = np.asarray(xs, dtype=np.float64)
         mean, std = float(arr.mean()), float(arr.std())
-        entry: dict[str, Any] = {"name": name, "mean": mean, "std": std if std >= std_floor else 1.0,
-                                 "impute": mean, "n": len(xs)}
-        if encoding:
-            entry["encoding"] = encoding
-        spec.append(entry)
-    return spec
+        spec.append(FeatureSpec(name=name, mean=mean, std=std if std >= std_floor else 1.0, impute=mean, n=len(xs),
+                                encoding=encoding))
+    return tuple(spec)

@@ -135,6 +135,12 @@ _ALIASES = {
 }
 
 
+def class_display_name(key: str) -> str:
+    """The display name of a class key of the classifier's metadata: its words, the first capitalised
+    (``giant_cell_tumour`` -> ``Giant cell tumour``). The class list itself is the classifier's metadata."""
+    return key.replace("_", " ").capitalize()
+
+
 def tumour_class_key(name: str) -> str:
     """Canonical key (a key of :data:`TUMOUR_TYPE_CODES`) of a class name as a model may spell it.
 

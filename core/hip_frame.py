@@ -156,21 +156,6 @@ class FrameRegion:
             raise ValueError(f"locations must have shape (N>0, 3), got {pts.shape}")
         return cls(tuple(pts.min(axis=0) - margin), tuple(pts.max(axis=0) + margin))
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form, as stored in ``metadata.json``."""
-        return {"coordinates": "normalised hip frame (u, v, w), core/hip_frame.py",
-                "low": [round(x, 4) for x in self.low], "high": [round(x, 4) for x in self.high]}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> FrameRegion:
-        """Inverse of :meth:`to_dict`."""
-        return cls(tuple(d["low"]), tuple(d["high"]))
-
-    @classmethod
-    def of_model(cls, metadata: dict[str, Any]) -> FrameRegion | None:
-        """The ``sacral_region`` of a model's ``metadata.json``, or None when the model has none."""
-        d = metadata.get("sacral_region")
-        return cls.from_dict(d) if d else None
 
 
 def _voxel_centres_lps(labels: Volume, mask: np.ndarray) -> np.ndarray:

@@ -5,29 +5,33 @@ Arrays are D-H-W on the model grid (see ``core.segment`` for how that grid is ma
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+if TYPE_CHECKING:
+    from core.model_metadata import ModelMetadata
+
 
 @torch.no_grad()
 def predict_probabilities(
-    module: torch.nn.Module, image: np.ndarray, metadata: dict[str, Any], device: torch.device
+    module: torch.nn.Module, image: np.ndarray, metadata: ModelMetadata, device: torch.device
 ) -> np.ndarray:
     """Softmax probabilities (C, D, H, W) float32 by MONAI sliding-window inference.
 
-    ``roi_size`` (D-H-W voxels), ``overlap`` and ``sw_batch_size`` come from ``metadata['sliding_window']``.
+    ``roi_size`` (D-H-W voxels), ``overlap``, ``sw_batch_size`` and ``mode`` come from the segmentation model's
+    ``sliding_window`` (:class:`core.model_metadata.SlidingWindow`).
     Mixed precision (float16 autocast) on CUDA, float32 on CPU.
     """
     from monai.inferers import sliding_window_inference
 
-    sw = metadata["sliding_window"]
+    sw = metadata.seg.sliding_window
     x = torch.from_numpy(image)[None].to(device)
     with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=device.type == "cuda"):
         logits = sliding_window_inference(
-            x, roi_size=tuple(sw["roi_size"]), sw_batch_size=int(sw.get("sw_batch_size", 1)),
-            predictor=module, overlap=float(sw.get("overlap", 0.25)), mode=sw.get("mode", "gaussian"),
+            x, roi_size=sw.roi_size, sw_batch_size=sw.sw_batch_size, predictor=module, overlap=sw.overlap,
+            mode=sw.mode,
         )
     assert isinstance(logits, torch.Tensor)  # one network output (not a tuple or dict of them)
     return torch.softmax(logits.float(), dim=1)[0].cpu().numpy()

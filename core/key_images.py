@@ -66,8 +66,8 @@ LABEL_COLOURS = {1: "hip_left", 2: "hip_right", 3: "tumour"}
 
 
 def class_name(key: str) -> str:
-    """The display name of a class key of the classifier's metadata (``giant_cell_tumour`` -> ``Giant cell tumour``)."""
-    return key.replace("_", " ").capitalize()
+    """The display name of a class key of the classifier's metadata (:func:`core.codes.class_display_name`)."""
+    return codes.class_display_name(key)
 
 VIEW_AXES = {"axial": (0, 1, 2), "coronal": (1, 0, 2), "sagittal": (2, 0, 1)}  # fixed, row, column axis
 

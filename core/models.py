@@ -2,7 +2,9 @@
 
 A model folder is ``<models root>/<name>/`` holding ``model.ts`` (TorchScript) and ``metadata.json``.
 Everything inference needs (labels, spacing, orientation, intensity window, sliding-window size and overlap,
-tabular feature order and statistics, version) is read from the metadata, never hard-coded. The file's
+tabular feature order and statistics, class order, version) is read from the metadata, never hard-coded: a
+:class:`core.model_metadata.ModelMetadata`, read only by :func:`read_metadata` and written only by
+:func:`write_model`. The file's
 sha256 is checked against the metadata *before* it is loaded; TorchScript archives are loaded with
 ``torch.jit.load``, which restores a scripted graph and its tensors and never unpickles arbitrary Python
 objects.
@@ -11,18 +13,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import torch
 
-MODEL_FILE = "model.ts"
+from core.model_metadata import MODEL_FILE, MetadataError, ModelError, ModelMetadata
+
+__all__ = ["MODEL_FILE", "METADATA_FILE", "LoadedModel", "MetadataError", "ModelError", "ModelMetadata",
+           "load_model", "load_variant", "pick_device", "read_metadata", "sha256_of", "write_model"]
+
 METADATA_FILE = "metadata.json"
-
-
-class ModelError(Exception):
-    """A model folder is missing, inconsistent with its metadata, or fails its checksum."""
 
 
 def sha256_of(path: Path) -> str:
@@ -34,19 +35,24 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def read_metadata(folder: Path) -> dict[str, Any]:
-    """Parse ``folder/metadata.json``; raise :class:`ModelError` with a one-line reason if absent or invalid."""
+def read_metadata(folder: Path) -> ModelMetadata:
+    """Parse ``folder/metadata.json`` (:meth:`ModelMetadata.from_dict`).
+
+    Raises:
+        ModelError: the file is absent or not JSON; :class:`MetadataError` (a ModelError) when a value is
+            missing or invalid, with its key and the file in a one-line reason.
+    """
     path = Path(folder) / METADATA_FILE
     try:
-        meta = json.loads(path.read_text())
+        d = json.loads(path.read_text())
     except FileNotFoundError:
         raise ModelError(f"model metadata not found: {path}") from None
     except json.JSONDecodeError as e:
         raise ModelError(f"model metadata is not valid JSON: {path}: {e.msg}") from None
-    for key in ("name", "version", "sha256", "task"):
-        if key not in meta:
-            raise ModelError(f"model metadata {path} lacks '{key}'")
-    return meta
+    try:
+        return ModelMetadata.from_dict(d)
+    except MetadataError as e:
+        raise MetadataError(e.key, f"{e.reason} (model metadata {path})") from None
 
 
 @dataclass
@@ -55,17 +61,17 @@ class LoadedModel:
 
     name: str
     module: torch.jit.ScriptModule
-    metadata: dict[str, Any]
+    metadata: ModelMetadata
     device: torch.device
     folder: Path
 
     @property
     def version(self) -> str:
-        return str(self.metadata["version"])
+        return self.metadata.version
 
     @property
     def sha256(self) -> str:
-        return str(self.metadata["sha256"])
+        return self.metadata.sha256
 
 
 def pick_device(prefer: str = "auto") -> torch.device:
@@ -89,15 +95,15 @@ def load_model(models_root: Path, name: str, device: torch.device | None = None)
     if not folder.is_dir():
         raise ModelError(f"model '{name}' not found in {models_root}")
     meta = read_metadata(folder)
-    if meta["name"] != name:
-        raise ModelError(f"model folder '{name}' holds metadata for '{meta['name']}'")
-    weights = folder / meta.get("file", MODEL_FILE)
+    if meta.name != name:
+        raise ModelError(f"model folder '{name}' holds metadata for '{meta.name}'")
+    weights = folder / meta.file
     if not weights.is_file():
         raise ModelError(f"model '{name}': weights file {weights.name} missing")
     digest = sha256_of(weights)
-    if digest != meta["sha256"]:
+    if digest != meta.sha256:
         raise ModelError(
-            f"model '{name}': sha256 of {weights.name} is {digest[:12]}..., metadata says {meta['sha256'][:12]}...; "
+            f"model '{name}': sha256 of {weights.name} is {digest[:12]}..., metadata says {meta.sha256[:12]}...; "
             "refusing to load"
         )
     device = device or pick_device()
@@ -107,8 +113,9 @@ def load_model(models_root: Path, name: str, device: torch.device | None = None)
     return LoadedModel(name=name, module=module, metadata=meta, device=device, folder=folder)
 
 
-def write_model(folder: Path, module: torch.jit.ScriptModule, metadata: dict[str, Any]) -> dict[str, Any]:
-    """Save TorchScript ``module`` to ``folder/model.ts`` and ``metadata`` (with its sha256) beside it.
+def write_model(folder: Path, module: torch.jit.ScriptModule, metadata: ModelMetadata) -> ModelMetadata:
+    """Save TorchScript ``module`` to ``folder/model.ts`` and ``metadata`` (:meth:`ModelMetadata.to_dict`, its
+    ``file`` and ``sha256`` set to those of the weights just written) beside it: the one writer of metadata.json.
 
     Returns the metadata as written.
     """
@@ -116,22 +123,22 @@ def write_model(folder: Path, module: torch.jit.ScriptModule, metadata: dict[str
     folder.mkdir(parents=True, exist_ok=True)
     weights = folder / MODEL_FILE
     torch.jit.save(module, str(weights))
-    meta = {**metadata, "file": MODEL_FILE, "sha256": sha256_of(weights)}
-    (folder / METADATA_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    meta = replace(metadata, file=MODEL_FILE, sha256=sha256_of(weights))
+    (folder / METADATA_FILE).write_text(json.dumps(meta.to_dict(), indent=2) + "\n")
     return meta
 
 
 def load_variant(model: LoadedModel, variant: str) -> torch.jit.ScriptModule:
-    """Load an additional TorchScript file listed under ``metadata['variants'][variant]`` (sha256 checked first)."""
-    entry = model.metadata.get("variants", {}).get(variant)
+    """Load an additional TorchScript file listed in the classifier's ``variants`` (sha256 checked first)."""
+    entry = model.metadata.clf.variants.get(variant)
     if entry is None:
         raise ModelError(f"model '{model.name}' has no variant '{variant}'")
-    path = model.folder / entry["file"]
+    path = model.folder / entry.file
     if not path.is_file():
-        raise ModelError(f"model '{model.name}': variant file {entry['file']} missing")
+        raise ModelError(f"model '{model.name}': variant file {entry.file} missing")
     digest = sha256_of(path)
-    if digest != entry["sha256"]:
-        raise ModelError(f"model '{model.name}': sha256 of {entry['file']} does not match its metadata; "
+    if digest != entry.sha256:
+        raise ModelError(f"model '{model.name}': sha256 of {entry.file} does not match its metadata; "
                          "refusing to load")
     module = torch.jit.load(  # type: ignore[no-untyped-call]  # torch.jit.load is unannotated
         str(path), map_location=model.device)

@@ -2,14 +2,14 @@
 
 Model grid: the CT is reoriented to the canonical LPS orientation (SimpleITK ``DICOMOrient('LPS')``: index
 x=w runs to patient left, y=h to posterior, z=d to superior) and resampled to the model's isotropic or
-anisotropic spacing from ``metadata['spacing_mm']`` (given as D-H-W, mm). Intensities are clipped and scaled
-as ``metadata['intensity']`` says. Probabilities are resampled back onto the *original* series grid with
-linear interpolation before the argmax, so the label map returned is D-H-W on exactly the input's grid.
+anisotropic spacing from the metadata's ``spacing_mm`` (given as D-H-W, mm). Intensities are clipped and scaled
+as its ``intensity`` window says (:class:`core.model_metadata.SegmentationSpec`). Probabilities are resampled
+back onto the *original* series grid with linear interpolation before the argmax, so the label map returned is
+D-H-W on exactly the input's grid.
 """
 from __future__ import annotations
 
 import math
-from typing import Any
 from collections.abc import Sequence
 
 import numpy as np
@@ -17,6 +17,7 @@ import SimpleITK as sitk
 import torch
 
 from core.inference import predict_probabilities
+from core.model_metadata import IntensityWindow, ModelMetadata
 from core.volume import Volume, from_sitk, to_sitk
 
 
@@ -83,31 +84,29 @@ def canonical_resample(
     return from_sitk(out, vol.meta)
 
 
-def scale_intensity(hu: np.ndarray, spec: dict[str, float]) -> np.ndarray:
+def scale_intensity(hu: np.ndarray, spec: IntensityWindow) -> np.ndarray:
     """Clip HU to [a_min, a_max] and map linearly to [b_min, b_max] (MONAI ScaleIntensityRange), float32."""
-    a_min, a_max = float(spec["a_min"]), float(spec["a_max"])
-    b_min, b_max = float(spec.get("b_min", 0.0)), float(spec.get("b_max", 1.0))
+    a_min, a_max, b_min, b_max = spec.a_min, spec.a_max, spec.b_min, spec.b_max
     x = np.clip(hu.astype(np.float32), a_min, a_max)
     return ((x - a_min) / (a_max - a_min) * (b_max - b_min) + b_min).astype(np.float32)
 
 
-def model_input(ct: Volume, metadata: dict[str, Any], grids: dict[tuple[float | bool, ...], Volume] | None = None
+def model_input(ct: Volume, metadata: ModelMetadata, grids: dict[tuple[float | bool, ...], Volume] | None = None
                 ) -> tuple[Volume, np.ndarray]:
     """The canonical-grid CT and the network input (1, D, H, W) float32 for a segmentation model.
 
     ``grids`` (optional) caches canonical grids of this ``ct`` by spacing and anti-aliasing, so that models sharing
-    them resample the series once. ``metadata['antialias']`` (default false) smooths before resampling
-    (:func:`canonical_resample`).
+    them resample the series once. The model's ``antialias`` smooths before resampling (:func:`canonical_resample`).
     """
-    spacing = tuple(float(v) for v in metadata["spacing_mm"])
-    antialias = bool(metadata.get("antialias", False))
+    seg = metadata.seg
+    spacing, antialias = seg.spacing_mm, seg.antialias
     key = (*spacing, antialias)
     grid = grids.get(key) if grids is not None else None
     if grid is None:
         grid = canonical_resample(ct, spacing, antialias=antialias)
         if grids is not None:
             grids[key] = grid
-    return grid, scale_intensity(grid.array, metadata["intensity"])[None]
+    return grid, scale_intensity(grid.array, seg.intensity)[None]
 
 
 def _foreground_box(fg: np.ndarray, margin: int = 2) -> tuple[slice, ...] | None:
@@ -172,16 +171,16 @@ def probabilities_to_labels(
     return out
 
 
-def segment(ct: Volume, module: torch.nn.Module, metadata: dict[str, Any], device: torch.device,
+def segment(ct: Volume, module: torch.nn.Module, metadata: ModelMetadata, device: torch.device,
             grids: dict[tuple[float | bool, ...], Volume] | None = None) -> np.ndarray:
     """Run one segmentation model on ``ct`` (HU, D-H-W, LPS). Returns uint8 labels D-H-W on ``ct``'s grid.
 
-    Output values are those of ``metadata['labels']`` (entries with ``value`` > 0), in channel order.
+    Output values are those of the model's foreground labels (``value`` > 0), in channel order.
     ``grids``: see :func:`model_input`.
     """
     grid, image = model_input(ct, metadata, grids)
     probs = predict_probabilities(module, image, metadata, device)
-    values = [int(lab["value"]) for lab in metadata["labels"] if int(lab["value"]) > 0]
+    values = [lab.value for lab in metadata.seg.foreground]
     if len(values) != probs.shape[0] - 1:
         raise ValueError(f"model has {probs.shape[0] - 1} foreground channels, metadata lists {len(values)} labels")
     return probabilities_to_labels(probs, grid, ct, values)

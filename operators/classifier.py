@@ -24,17 +24,17 @@ class TumourClassifierOperator(ModelStageOperator):
     _variants: dict[str, torch.jit.ScriptModule]
 
     def on_load(self, model: LoadedModel) -> None:
-        self._variants = {v: load_variant(model, v) for v in model.metadata.get("variants", {})}
+        self._variants = {v: load_variant(model, v) for v in model.metadata.clf.variants}
 
     def run(self, state: RunState) -> None:
         m = self.model(state)
         if state.status != Status.TUMOUR_FOUND:
             return
-        meta = m.metadata
-        crop = tumour_crop(state.require_loaded().volume, state.require_labels().array == TUMOUR, meta["crop"])
-        tab, _ = clinical.standardise(state.tabular or {}, meta["features"])
+        spec = m.metadata.clf
+        crop = tumour_crop(state.require_loaded().volume, state.require_labels().array == TUMOUR, spec.crop)
+        tab, _ = clinical.standardise(state.tabular or {}, spec.features)
         p = predict_proba(m.module, crop, tab, m.device)
-        state.probabilities = probabilities_by_class(p, meta["classes"])
-        state.predicted_class = meta["classes"][int(p.argmax())]
-        state.ablation = {v: probabilities_by_class(predict_proba(mod, crop, tab, m.device), meta["classes"])
+        state.probabilities = probabilities_by_class(p, spec.classes)
+        state.predicted_class = spec.classes[int(p.argmax())]
+        state.ablation = {v: probabilities_by_class(predict_proba(mod, crop, tab, m.device), spec.classes)
                           for v, mod in self._variants.items()}

@@ -35,7 +35,7 @@ class ClinicalVariablesOperator(StageOperator):
         imputed: list[str] = []
         if state.status == Status.TUMOUR_FOUND:
             try:
-                spec = read_metadata(self.models_dir / self.classifier)["features"]
+                spec = read_metadata(self.models_dir / self.classifier).clf.features
             except ModelError as e:
                 raise RunFailure(str(e), EXIT_MODEL) from None
             _, imputed = clinical.standardise(values, spec)

@@ -38,10 +38,11 @@ class DicomSegWriterOperator(StageOperator):
         segments = []
         for name in self.seg_models:
             meta = read_metadata(self.models_dir / name)
-            used = state.models.get(str(meta["name"]), {})  # the model as loaded (sha256 checked)
-            algorithm = {"name": str(meta["name"]), "version": str(used.get("version", meta["version"])),
-                         "sha256": str(used.get("sha256", meta["sha256"]))}
-            segments += [{**lab, "algorithm": algorithm} for lab in meta["labels"] if int(lab["value"]) > 0]
+            used = state.models.get(meta.name, {})  # the model as loaded (sha256 checked)
+            algorithm = {"name": meta.name, "version": str(used.get("version", meta.version)),
+                         "sha256": str(used.get("sha256", meta.sha256))}
+            # build_seg's segment entries: the label's metadata form (codes included) and its algorithm
+            segments += [{**lab.to_dict(), "algorithm": algorithm} for lab in meta.seg.foreground]
         app = state.config.application
         seg = build_seg(state.require_loaded().datasets, np.ascontiguousarray(state.labels.array), segments,
                         algorithm_name=app.title, algorithm_version=app.version,

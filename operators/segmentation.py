@@ -12,7 +12,6 @@ from typing import Any
 
 from monai.deploy.core import Fragment
 
-from core.hip_frame import FrameRegion
 from core.run_state import RunState
 from core.segment import segment
 from operators.base import ModelStageOperator
@@ -32,7 +31,7 @@ class SegmentationOperator(ModelStageOperator):
 
     def run(self, state: RunState) -> None:
         m = self.model(state)
-        region = FrameRegion.of_model(m.metadata)
+        region = m.metadata.frame_region
         if region is not None:
             state.sacral_region = region
         labels = segment(state.require_loaded().volume, m.module, m.metadata, m.device, state.model_grids)

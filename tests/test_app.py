@@ -17,11 +17,12 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 from tools import require_tool
-from conftest import AppRun, run_app, run_apps
+from conftest import MODELS, AppRun, run_app, run_apps
 
 from core.dicom_header import scan_folder
 from core.dicom_input import load_volume
 from core.run_state import output_files
+from core.models import read_metadata
 from core.series_selection import select_series
 from core.sr_output import read_sr_findings
 from core.volume import from_sitk
@@ -29,7 +30,8 @@ from core.status import Status
 
 pytestmark = pytest.mark.app
 
-CLASSES = ["metastasis", "chondrosarcoma", "osteosarcoma", "chordoma", "neurogenic_tumour", "giant_cell_tumour"]
+#: the class order of the classifier the application runs with (its metadata, the only class list)
+CLASSES = list(read_metadata(MODELS / "tumour_classifier").clf.classes)
 
 
 def _reference(row: dict) -> np.ndarray:

@@ -1,5 +1,6 @@
 """core.clinical: age and sex from real pydicom Datasets, volume, standardisation."""
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 
 from core.clinical import FEATURE_ORDER, age_years, fit_feature_spec, sex, standardise, tumour_volume_ml
+from core.model_metadata import FeatureSpec
 
 # pydicom warns when tests set bad values
 pytestmark = [pytest.mark.unit, pytest.mark.filterwarnings("ignore:Invalid value for VR")]
@@ -107,12 +109,12 @@ def test_tumour_volume_ml():
 
 
 SPEC = [
-    {"name": "sex", "encoding": "M=1,F=0", "mean": 0.6, "std": 0.5, "impute": 0.6},
-    {"name": "age_years", "mean": 50.0, "std": 15.0, "impute": 50.0},
-    {"name": "tumour_volume_ml", "mean": 200.0, "std": 100.0, "impute": 200.0},
-    {"name": "loc_u", "mean": 0.0, "std": 0.1, "impute": 0.0},
-    {"name": "loc_v", "mean": 0.4, "std": 0.2, "impute": 0.4},
-    {"name": "loc_w", "mean": 0.1, "std": 0.3, "impute": 0.1},
+    FeatureSpec(name="sex", encoding="M=1,F=0", mean=0.6, std=0.5, impute=0.6),
+    FeatureSpec(name="age_years", mean=50.0, std=15.0, impute=50.0),
+    FeatureSpec(name="tumour_volume_ml", mean=200.0, std=100.0, impute=200.0),
+    FeatureSpec(name="loc_u", mean=0.0, std=0.1, impute=0.0),
+    FeatureSpec(name="loc_v", mean=0.4, std=0.2, impute=0.4),
+    FeatureSpec(name="loc_w", mean=0.1, std=0.3, impute=0.1),
 ]
 
 
@@ -131,7 +133,7 @@ def test_standardise_imputes_and_reports():
                               "loc_u": 0.1, "loc_v": 0.4}, SPEC)
     assert imputed == ["sex", "age_years", "loc_w"]
     np.testing.assert_allclose(x, [0.0, 0.0, 1.0, 1.0, 0.0, 0.0], atol=1e-6)
-    spec = [dict(SPEC[1], impute=35.0)]  # impute need not be the mean
+    spec = [replace(SPEC[1], impute=35.0)]  # impute need not be the mean
     x, imputed = standardise({}, spec)
     assert x[0] == pytest.approx(-1.0) and imputed == ["age_years"]
 
@@ -144,9 +146,11 @@ def test_standardise_follows_spec_order():
 
 def test_standardise_errors():
     with pytest.raises(ValueError, match="no 'impute'"):
-        standardise({}, [{"name": "age_years", "mean": 50.0, "std": 15.0}])
-    with pytest.raises(ValueError, match="std > 0"):
-        standardise({"age_years": 1.0}, [{"name": "age_years", "mean": 50.0, "std": 0.0, "impute": 50.0}])
+        standardise({}, [FeatureSpec(name="age_years", mean=50.0, std=15.0)])
+    with pytest.raises(ValueError, match="std > 0"):   # checked when the spec is built (from metadata or by hand)
+        FeatureSpec(name="age_years", mean=50.0, std=0.0, impute=50.0)
+    with pytest.raises(ValueError, match=r"^features\[0\]\.std: .*std > 0"):
+        FeatureSpec.from_dict({"name": "age_years", "mean": 50.0, "std": 0.0, "impute": 50.0}, "features[0]")
     with pytest.raises(ValueError, match="not in encoding"):
         standardise({"sex": "O"}, SPEC[:1])
 
@@ -161,13 +165,13 @@ def test_fit_feature_spec_then_standardise_round_trip():
         "loc_w": [1.0, 2.0, 3.0, 4.0],
     }
     spec = fit_feature_spec(table)
-    assert [f["name"] for f in spec] == list(FEATURE_ORDER)
-    by = {f["name"]: f for f in spec}
-    assert by["sex"]["encoding"] == "M=1,F=0" and by["sex"]["mean"] == pytest.approx(2 / 3)
-    assert by["age_years"]["mean"] == 50.0 and by["age_years"]["std"] == pytest.approx(math.sqrt(200 / 3))
-    assert by["age_years"]["n"] == 3 and by["age_years"]["impute"] == 50.0
-    assert by["loc_u"]["std"] == 1.0
-    assert by["loc_w"]["std"] == pytest.approx(np.std([1, 2, 3, 4]))
+    assert [f.name for f in spec] == list(FEATURE_ORDER)
+    by = {f.name: f for f in spec}
+    assert by["sex"].encoding == "M=1,F=0" and by["sex"].mean == pytest.approx(2 / 3)
+    assert by["age_years"].mean == 50.0 and by["age_years"].std == pytest.approx(math.sqrt(200 / 3))
+    assert by["age_years"].n == 3 and by["age_years"].impute == 50.0
+    assert by["loc_u"].std == 1.0
+    assert by["loc_w"].std == pytest.approx(np.std([1, 2, 3, 4]))
     rows = [{k: table[k][i] for k in table} for i in range(4)]
     z = np.stack([standardise(r, spec)[0] for r in rows])
     # the training rows come out z-scored: mean 0 over each observed column

@@ -8,13 +8,18 @@ semi-axis b has variance b^2 / 5).
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
+from conftest import REPO
 from core.hip_frame import (
     FACE_NAMES, FrameRegion, HipFrame, HipFrameError, NoTumourError, hip_bone_truncated, hip_frame_from_labels,
     truncated_faces, tumour_location,
 )
+from core.model_metadata import SacralRegion
+from core.models import read_metadata
 from core.volume import Volume
 
 pytestmark = pytest.mark.unit
@@ -238,9 +243,13 @@ def test_frame_region_box_round_trip_and_checks():
     assert region.low == pytest.approx((-0.3, 0.0, -0.2)) and region.high == pytest.approx((0.4, 0.6, 0.5))
     assert region.contains((0.4, 0.0, 0.5)) and not region.contains((0.41, 0.3, 0.0))
     assert not region.contains((0.0, -0.01, 0.0)) and not region.contains((0.0, 0.3, 0.51))
-    assert FrameRegion.from_dict(region.to_dict()) == FrameRegion((-0.3, 0.0, -0.2), (0.4, 0.6, 0.5))
-    assert FrameRegion.of_model({"sacral_region": region.to_dict()}) == FrameRegion((-0.3, 0.0, -0.2), (0.4, 0.6, 0.5))
-    assert FrameRegion.of_model({"name": "hip_bone_seg"}) is None
+    stored = SacralRegion.around(locs, 0.1, "three test points")
+    assert stored.low == (-0.3, 0.0, -0.2) and stored.high == (0.4, 0.6, 0.5)   # rounded to 4 decimals, as stored
+    assert SacralRegion.from_dict(stored.to_dict(), "sacral_region") == stored
+    meta = read_metadata(REPO / "models" / "tumour_seg")
+    tumour_model = replace(meta, segmentation=replace(meta.seg, sacral_region=stored))
+    assert tumour_model.frame_region == FrameRegion((-0.3, 0.0, -0.2), (0.4, 0.6, 0.5))
+    assert read_metadata(REPO / "models" / "hip_bone_seg").frame_region is None
     with pytest.raises(ValueError, match="low < high"):
         FrameRegion((0.0, 0.0, 0.0), (1.0, 0.0, 1.0))
     with pytest.raises(ValueError, match="shape"):

@@ -17,6 +17,7 @@ import yaml
 from conftest import REPO, AppRun, run_app
 
 from training.data import labels_from_seg, load_case, prepare, read_manifest
+from core.model_metadata import CropSpec, SegmentationSpec
 from core.status import Status
 
 pytestmark = pytest.mark.app
@@ -88,8 +89,9 @@ def test_training_cache_from_seg_manifest(seg_case, tmp_path: Path) -> None:
     location is computed from the SEG's own hip bones (close to the reference's)."""
     seg_manifest, row, run = seg_case
     cfg = yaml.safe_load((REPO / "training" / "config.yaml").read_text())
-    seg_specs = {k: {"spacing_mm": v["spacing_mm"]} for k, v in cfg["segmentation"].items()}
-    index = json.loads(prepare(seg_manifest, tmp_path / "cache", seg_specs, cfg["classifier"]["crop"]).read_text())
+    seg_specs = {k: SegmentationSpec.from_dict(v) for k, v in cfg["segmentation"].items()}
+    crop = CropSpec.from_dict(cfg["classifier"]["crop"])
+    index = json.loads(prepare(seg_manifest, tmp_path / "cache", seg_specs, crop).read_text())
     by_id = {e["case_id"]: e for e in index}
     nif, seg = by_id[row["case_id"] + "_nifti"]["tabular"], by_id[row["case_id"] + "_seg"]["tabular"]
     assert seg["age_years"] == nif["age_years"] and seg["sex"] == nif["sex"]

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from core.models import ModelError, load_model, load_variant, sha256_of
+from training.phantom.params import TUMOUR_CLASSES
 
 pytestmark = pytest.mark.system
 
@@ -45,15 +46,15 @@ def test_segmenters_exported_with_complete_metadata(quick_models: Path) -> None:
 def test_classifier_and_variants_exported(quick_models: Path) -> None:
     m = load_model(quick_models, "tumour_classifier", torch.device("cpu"))
     meta = m.metadata
-    assert meta["classes"] == ["metastasis", "chondrosarcoma", "osteosarcoma", "chordoma", "neurogenic_tumour",
-                               "giant_cell_tumour"]
-    assert [f["name"] for f in meta["features"]] == ["sex", "age_years", "tumour_volume_ml", "loc_u", "loc_v", "loc_w"]
-    assert all(f["std"] > 0 and "impute" in f for f in meta["features"])
-    crop = torch.zeros(1, 2, *meta["crop"]["size"])
-    tab = torch.zeros(1, len(meta["features"]))
+    spec = meta.clf
+    assert spec.classes == TUMOUR_CLASSES   # the generator's one class list, written by training
+    assert spec.feature_names == ("sex", "age_years", "tumour_volume_ml", "loc_u", "loc_v", "loc_w")
+    assert all(f.std > 0 and f.impute is not None for f in spec.features)
+    crop = torch.zeros(1, 2, *spec.crop.size)
+    tab = torch.zeros(1, len(spec.features))
     assert tuple(m.module(crop, tab).shape) == (1, 6)
-    assert set(meta["variants"]) == {"image_only", "clinical_only", "clinical_location"}
-    for v in meta["variants"]:
+    assert set(spec.variants) == {"image_only", "clinical_only", "clinical_location"}
+    for v in spec.variants:
         assert tuple(load_variant(m, v)(crop, tab).shape) == (1, 6)
     # the clinical-only variant really ignores the image and the location columns
     clin = load_variant(m, "clinical_only")
@@ -62,14 +63,16 @@ def test_classifier_and_variants_exported(quick_models: Path) -> None:
     assert torch.allclose(clin(crop + 1.0, tab), clin(crop, t2))
     # the image model is mirror-averaged (test-time augmentation) in the exported file, alone and in the fusion
     image = load_variant(m, "image_only")
-    x = torch.rand(1, 2, *meta["crop"]["size"])
+    x = torch.rand(1, 2, *spec.crop.size)
     assert torch.allclose(image(x.flip(4), tab), image(x, tab), atol=1e-5)
     assert torch.allclose(m.module(x.flip(4), tab), m.module(x, tab), atol=1e-5)
-    assert "test_time_augmentation" in meta["variants"]["image_only"]["architecture"]
+    assert "test_time_augmentation" in (spec.variants["image_only"].architecture or {})
     import yaml
     config = yaml.safe_load((Path(__file__).resolve().parents[1] / "training" / "config.yaml").read_text())
-    assert meta["training"]["inputs"] == config["classifier"]["inputs"]   # what the configuration asks for
-    assert meta["training"]["inputs"][0] == "reference_mask"
+    assert "classes" not in config["classifier"]   # the class list is the generator's, nowhere else
+    training = meta.training or {}
+    assert training["inputs"] == config["classifier"]["inputs"]   # what the configuration asks for
+    assert training["inputs"][0] == "reference_mask"
 
 
 def test_tampered_variant_is_refused(quick_models: Path, tmp_path: Path) -> None:

@@ -31,12 +31,14 @@ from sklearn.metrics import (
 from tools import require_tool
 from validation import metrics as M
 from validation.manifest import ManifestError, age_band, read_manifest
+from core.models import read_metadata
 from core.status import ANALYSED, Status
 
 pytestmark = pytest.mark.unit
 
 REPO = Path(__file__).resolve().parents[1]
-CLASSES = ["metastasis", "chondrosarcoma", "osteosarcoma", "chordoma", "neurogenic_tumour", "giant_cell_tumour"]
+#: the repository classifier's class order (its metadata): what the CLI validates by default
+CLASSES = list(read_metadata(REPO / "models" / "tumour_classifier").clf.classes)
 K = len(CLASSES)
 
 
@@ -596,7 +598,9 @@ def test_runner_runs_again_a_study_of_other_models(tmp_path: Path) -> None:
 
     models = tmp_path / "models"
     (models / "tumour_seg").mkdir(parents=True)
-    (models / "tumour_seg" / "metadata.json").write_text(json.dumps({"version": "0.2.0", "sha256": "a" * 64}))
+    meta = {**json.loads((REPO / "models" / "tumour_seg" / "metadata.json").read_text()),   # a complete metadata.json
+            "version": "0.2.0", "sha256": "a" * 64}
+    (models / "tumour_seg" / "metadata.json").write_text(json.dumps(meta))
     cfg = RunConfig(report_dir=tmp_path / "rep", models=models, python=shutil.which("false") or "/bin/false")
     assert validated_models(cfg) == {"tumour_seg": "a" * 64}
     case = Case("K2", tmp_path, "chordoma", None)

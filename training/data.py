@@ -25,7 +25,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -35,6 +35,7 @@ from core import clinical, hip_frame
 from core.classify import tumour_crop
 from core.dicom_header import DEFAULT_RULES, scan_folder
 from core.dicom_input import load_volume
+from core.model_metadata import CropSpec, ModelMetadata, SegmentationSpec
 from core.postprocess import HIP_LEFT, HIP_RIGHT, TUMOUR, merge_structures
 from core.segment import canonical_resample, segment
 from core.series_selection import select_series
@@ -215,14 +216,15 @@ def perturbed_masks(mask: np.ndarray, spec: dict[str, Any]) -> dict[str, np.ndar
     return out
 
 
-def prepare(manifest: Path, cache: Path, seg_specs: dict[str, dict[str, Any]], crop_spec: dict[str, Any],
+def prepare(manifest: Path, cache: Path, seg_specs: Mapping[str, SegmentationSpec], crop_spec: CropSpec,
             mask_augmentation: dict[str, Any] | None = None, workers: int = 1) -> Path:
     """Load every case once and cache what training needs (``cache/<case_id>.npz`` + ``cache/index.json``).
 
-    ``seg_specs`` maps a segmentation model name to its metadata (``spacing_mm``); each case stores the CT and
-    label map resampled to that model grid. Tumour cases also store the classifier crop (from the reference
-    tumour mask; ``crop_dilated`` / ``crop_eroded`` from :func:`perturbed_masks` with ``mask_augmentation``) and
-    their raw tabular values. ``workers`` > 1 prepares cases in that many processes (same result).
+    ``seg_specs`` maps a segmentation model name to its metadata's segmentation part (``spacing_mm``,
+    ``antialias``); each case stores the CT and label map resampled to that model grid. Tumour cases also store
+    the classifier crop (``crop_spec``, from the reference tumour mask; ``crop_dilated`` / ``crop_eroded`` from
+    :func:`perturbed_masks` with ``mask_augmentation``) and their raw tabular values. ``workers`` > 1 prepares
+    cases in that many processes (same result).
     """
     cache = Path(cache)
     cache.mkdir(parents=True, exist_ok=True)
@@ -244,9 +246,9 @@ def _prepare_case(job: tuple) -> dict[str, Any]:
     ct, lab, header = load_case(case)
     arrays: dict[str, np.ndarray] = {}
     for name, spec in seg_specs.items():
-        arrays[f"{name}_ct"] = canonical_resample(ct, spec["spacing_mm"], antialias=bool(spec.get("antialias", False))
+        arrays[f"{name}_ct"] = canonical_resample(ct, spec.spacing_mm, antialias=spec.antialias
                                                   ).array.astype(np.float32)
-        arrays[f"{name}_lab"] = canonical_resample(lab, spec["spacing_mm"], is_label=True).array
+        arrays[f"{name}_lab"] = canonical_resample(lab, spec.spacing_mm, is_label=True).array
     entry["tabular"] = tabular_values(lab, header)
     if case.tumour_class != "none" and (lab.array == TUMOUR).any():
         ref = lab.array == TUMOUR
@@ -257,8 +259,8 @@ def _prepare_case(job: tuple) -> dict[str, Any]:
     return entry
 
 
-def segmented_classifier_inputs(manifest: Path, case_ids: list[str], tumour_module: Any, tumour_meta: dict[str, Any],
-                                crop_spec: dict[str, Any], min_tumour_volume_ml: float
+def segmented_classifier_inputs(manifest: Path, case_ids: list[str], tumour_module: Any, tumour_meta: ModelMetadata,
+                                crop_spec: CropSpec, min_tumour_volume_ml: float
                                 ) -> dict[str, tuple[np.ndarray, dict[str, float | None]]]:
     """Classifier inputs cut with the tumour model's own mask: ``{case_id: (crop, raw tabular values)}``.
 
@@ -273,7 +275,7 @@ def segmented_classifier_inputs(manifest: Path, case_ids: list[str], tumour_modu
     import torch
 
     wanted = set(case_ids)
-    region = hip_frame.FrameRegion.of_model(tumour_meta)
+    region = tumour_meta.frame_region
     out: dict[str, tuple[np.ndarray, dict[str, float | None]]] = {}
     for case in read_manifest(manifest):
         if case.case_id not in wanted:

@@ -7,6 +7,10 @@ Without ``--manifest`` a synthetic cohort is generated with ``training.phantom``
 config). With ``--manifest`` a hospital's own cohort is used (format in ``training/data.py``). ``--quick``
 trains a few iterations of everything (the smoke test in the test suite). Internal validation figures (a
 split of the training cohort) go into each metadata.json; held-out figures come from ``python -m validation``.
+
+Each model's metadata is built as a :class:`core.model_metadata.ModelMetadata` from the config and written only
+by ``core.models.write_model``. The classifier's class list is the generator's
+(:data:`training.phantom.params.TUMOUR_CLASSES`), written into its metadata; everything downstream reads it there.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import argparse
 import json
 import platform
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +28,13 @@ import yaml
 
 from core import clinical
 from core.config import AnalysisConfig
+from core.model_metadata import (
+    ClassificationSpec, CropSpec, ModelMetadata, ModelVariant, SacralRegion, SegmentationSpec,
+)
 from core.models import load_model, write_model
-from core.hip_frame import FrameRegion
 from core.networks import LateFusion, MirrorAveraged
 from training.data import combine_manifests, prepare, segmented_classifier_inputs
+from training.phantom.params import TUMOUR_CLASSES
 from training.train_classifier import (
     FULL_FUSION_OF, VARIANTS, export_classifier, predict, tabular_matrix, train_variant,
 )
@@ -48,20 +56,20 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return float(2.0 * np.logical_and(a, b).sum() / s) if s else 1.0
 
 
-def _seg_validation(cache: Path, name: str, ids: list[str], meta: dict, net: torch.nn.Module) -> dict[str, float]:
+def _seg_validation(cache: Path, name: str, ids: list[str], meta: ModelMetadata, net: torch.nn.Module
+                    ) -> dict[str, float]:
     from core.inference import predict_probabilities
     from core.segment import scale_intensity
     dices: dict[str, list[float]] = {}
-    fg = [lab for lab in meta["labels"] if int(lab["value"]) > 0]
     for cid in ids:
         z = np.load(cache / f"{cid}.npz")
-        probs = predict_probabilities(net, scale_intensity(z[f"{name}_ct"], meta["intensity"])[None], meta,
+        probs = predict_probabilities(net, scale_intensity(z[f"{name}_ct"], meta.seg.intensity)[None], meta,
                                       torch.device("cpu"))
         pred = probs.argmax(0)
-        for ch, lab in enumerate(fg, start=1):
-            ref = z[f"{name}_lab"] == int(lab["source_value"])
+        for ch, lab in enumerate(meta.seg.foreground, start=1):
+            ref = z[f"{name}_lab"] == lab.source_value
             if ref.any():
-                dices.setdefault(lab["label"], []).append(_dice(pred == ch, ref))
+                dices.setdefault(lab.label, []).append(_dice(pred == ch, ref))
     return {f"dice_{k.replace(' ', '_')}_model_grid": round(float(np.mean(v)), 4) for k, v in dices.items()}
 
 
@@ -71,16 +79,15 @@ def _macro_auc(y: np.ndarray, p: np.ndarray, k: int) -> float:
     return float(np.mean([roc_auc_score(y == c, p[:, c]) for c in present])) if present else float("nan")
 
 
-def _sacral_region(index: list[dict], train_ids: list[str], margin: float) -> dict[str, Any]:
+def _sacral_region(index: list[dict], train_ids: list[str], margin: float) -> SacralRegion | None:
     """The tumour model's domain in the hip frame: the box around the training tumours' reference centroids
-    (normalised ``(u, v, w)``), widened by ``margin`` (:class:`core.hip_frame.FrameRegion`)."""
+    (normalised ``(u, v, w)``), widened by ``margin`` (:class:`core.model_metadata.SacralRegion`)."""
     ids = set(train_ids)
     locs = np.array([[e["tabular"][k] for k in ("loc_u", "loc_v", "loc_w")] for e in index
                      if e["case_id"] in ids and e["tabular"].get("loc_u") is not None])
     if not len(locs):
-        return {}
-    return {**FrameRegion.around(locs, margin).to_dict(), "margin": margin,
-            "source": f"centroids of the {len(locs)} training tumours (reference masks)"}
+        return None
+    return SacralRegion.around(locs, margin, f"centroids of the {len(locs)} training tumours (reference masks)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,11 +132,13 @@ def main(argv: list[str] | None = None) -> int:
                                 workers=2)
             manifest = combine_manifests([manifest, neg_manifest], work / "manifest_all.csv")
     seg_cfg = cfg["segmentation"]
+    seg_specs = {name: SegmentationSpec.from_dict(spec) for name, spec in seg_cfg.items()}
     clf_cfg = cfg["classifier"]
+    crop = CropSpec.from_dict(clf_cfg["crop"], "classifier.crop")
     cache = work / "cache"
     if not (a.skip_prepare and (cache / "index.json").exists()):
         print("preparing cache", flush=True)
-        prepare(manifest, cache, seg_cfg, clf_cfg["crop"], clf_cfg.get("mask_augmentation"), workers=2)
+        prepare(manifest, cache, seg_specs, crop, clf_cfg.get("mask_augmentation"), workers=2)
     index = json.loads((cache / "index.json").read_text())
     ids = [e["case_id"] for e in index]
     train_ids, val_ids = _split(ids, float(cohort_cfg["validation_fraction"]), int(cohort_cfg["seed"]))
@@ -139,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{world}, {split}); NOT patient data")
     else:
         data_desc = f"cohort of manifest {manifest.name} ({split})"
-    common = {"version": cfg["version"], "training_data": data_desc,
+    common = {"version": str(cfg["version"]), "training_data": data_desc,
               "intended_use": "Demonstration weights trained on synthetic data. Not for clinical use.",
               "trained_on": f"{platform.node()} {platform.machine()} torch {torch.__version__}"}
 
@@ -147,21 +156,19 @@ def main(argv: list[str] | None = None) -> int:
         if name not in a.stages:
             continue
         iters = 3 if a.quick else int(spec["iterations"])
-        meta = {"name": name, "task": "segmentation", "description": spec["description"],
-                "spacing_mm": spec["spacing_mm"], "antialias": bool(spec.get("antialias", False)),
-                "orientation": "canonical LPS (SimpleITK DICOMOrient 'LPS'), arrays D-H-W",
-                "intensity": spec["intensity"], "sliding_window": spec["sliding_window"],
-                "architecture": spec["architecture"], "labels": spec["labels"], **common}
+        meta = ModelMetadata(name=name, task="segmentation", description=spec["description"],
+                             architecture=spec["architecture"], segmentation=seg_specs[name], **common)
         net, summary = train_segmenter(cache, name, train_ids, meta, iterations=iters,
                                        batch_size=int(spec.get("batch_size", 2)), seed=int(cohort_cfg["seed"]))
         region = _sacral_region(index, train_ids, float(spec["sacral_region_margin"])) \
-            if "sacral_region_margin" in spec else {}
-        if region:
-            meta["sacral_region"] = region
-        meta["training"] = {**summary, "loss": "DiceCE, deep supervision",
-                            "patch_size_dhw": spec["sliding_window"]["roi_size"]}
-        meta["internal_validation"] = _seg_validation(cache, name, val_ids[:16], meta, net) if val_ids else {}
-        print(f"[{name}] internal validation {meta['internal_validation']}", flush=True)
+            if "sacral_region_margin" in spec else None
+        if region is not None:
+            meta = replace(meta, segmentation=replace(meta.seg, sacral_region=region))
+        validation = _seg_validation(cache, name, val_ids[:16], meta, net) if val_ids else {}
+        meta = replace(meta, training={**summary, "loss": "DiceCE, deep supervision",
+                                       "patch_size_dhw": list(meta.seg.sliding_window.roi_size)},
+                       internal_validation=validation)
+        print(f"[{name}] internal validation {validation}", flush=True)
         write_model(a.out / name, export_segmenter(net, meta), meta)
 
     if "tumour_classifier" not in a.stages:
@@ -169,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     # Classifier and its ablation variants, trained on inputs cut with the reference tumour mask and with the
     # tumour model's own mask (what the application gives it); validated on the latter.
-    classes = list(clf_cfg["classes"])
+    classes = list(TUMOUR_CLASSES)
     sources = list(clf_cfg.get("inputs", ["reference_mask"]))
     samples: dict[str, list[tuple[str, np.ndarray, dict, int]]] = {
         "reference_mask": [], "reference_mask_dilated": [], "reference_mask_eroded": [], "tumour_seg_mask": []}
@@ -190,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         tumour_model = load_model(a.out, "tumour_seg")
         min_ml = AnalysisConfig().min_tumour_volume_ml  # the application's threshold (== app.yaml)
         seg_inputs = segmented_classifier_inputs(manifest, [e["case_id"] for e in tum], tumour_model.module,
-                                                 tumour_model.metadata, clf_cfg["crop"], min_ml)
+                                                 tumour_model.metadata, crop, min_ml)
         for e in tum:
             if e["case_id"] in seg_inputs:
                 crop, tab = seg_inputs[e["case_id"]]
@@ -206,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def arrays(entries: list[tuple[str, np.ndarray, dict, int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if not entries:
-            return (np.zeros((0, 2, *clf_cfg["crop"]["size"]), np.float32), np.zeros((0, len(names)), np.float32),
+            return (np.zeros((0, 2, *crop.size), np.float32), np.zeros((0, len(names)), np.float32),
                     np.zeros(0, np.int64))
         tab, _ = tabular_matrix([s_[2] for s_ in entries], feature_meta)
         return np.stack([s_[1] for s_ in entries]), tab, np.array([s_[3] for s_ in entries], dtype=np.int64)
@@ -216,11 +223,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[classifier] {len(tr)} training inputs ({', '.join(sources)}), {len(va)} validation inputs ({val_source})",
           flush=True)
     epochs = 2 if a.quick else int(clf_cfg["epochs"])
-    variants_meta: dict[str, Any] = {}
+    variants_meta: dict[str, ModelVariant] = {}
     clf_folder = a.out / clf_cfg["name"]
     results: dict[str, Any] = {}
     nets: dict[str, torch.nn.Module] = {}
-    crop_shape = ctr.shape[1:] if len(ctr) else (2, *clf_cfg["crop"]["size"])
+    crop_shape = ctr.shape[1:] if len(ctr) else (2, *crop.size)
     for vname, v in VARIANTS.items():
         feats = names if v["features"] is None else v["features"]
         arch = {**clf_cfg["architecture"], "use_image": v["use_image"], "use_tabular": v["use_tabular"],
@@ -249,14 +256,15 @@ def main(argv: list[str] | None = None) -> int:
         vdir = clf_folder / "variants"
         vdir.mkdir(parents=True, exist_ok=True)
         torch.jit.save(ts, str(vdir / f"{vname}.ts"))
-        variants_meta[vname] = {"file": f"variants/{vname}.ts", "sha256": sha256_of(vdir / f"{vname}.ts"),
-                                "architecture": arch, "training": summary,
-                                "internal_validation": {"macro_auc": round(auc, 4), "inputs": val_source}}
+        variants_meta[vname] = ModelVariant(
+            file=f"variants/{vname}.ts", sha256=sha256_of(vdir / f"{vname}.ts"), architecture=arch, training=summary,
+            internal_validation={"macro_auc": round(auc, 4), "inputs": val_source})
     ts, arch, summary, auc = exported["full"]
-    meta = {"name": clf_cfg["name"], "task": "classification", "description": clf_cfg["description"],
-            "classes": classes, "features": feature_meta, "crop": clf_cfg["crop"], "architecture": arch,
-            "training": summary, "internal_validation": {"macro_auc": round(auc, 4), "inputs": val_source},
-            "variants": variants_meta, **common}
+    meta = ModelMetadata(
+        name=clf_cfg["name"], task="classification", description=clf_cfg["description"], architecture=arch,
+        training=summary, internal_validation={"macro_auc": round(auc, 4), "inputs": val_source},
+        classification=ClassificationSpec(classes=tuple(classes), features=feature_meta, crop=crop,
+                                          variants=variants_meta), **common)
     write_model(clf_folder, ts, meta)
     print(f"all models written to {a.out} in {time.time() - t_start:.0f} s", flush=True)
     return 0

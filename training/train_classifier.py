@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from core import clinical
+from core.model_metadata import FeatureSpec
 from core.networks import FusionClassifier
 
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -31,7 +32,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
 FULL_FUSION_OF: tuple[str, ...] = ("image_only", "clinical_location")
 
 
-def tabular_matrix(rows: Sequence[dict[str, float | None]], spec: list[dict]) -> tuple[np.ndarray, list[list[str]]]:
+def tabular_matrix(rows: Sequence[dict[str, float | None]], spec: Sequence[FeatureSpec]
+                   ) -> tuple[np.ndarray, list[list[str]]]:
     """Standardised (N, F) float32 matrix in spec order and the imputed names of each row."""
     out, imputed = [], []
     for r in rows:

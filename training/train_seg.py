@@ -1,6 +1,6 @@
 """Train one segmentation model (SegResNetDS, DiceCE with deep supervision) from a prepared cache.
 
-Patches of ``metadata['sliding_window']['roi_size']`` (D-H-W voxels on the model grid) are drawn at random,
+Patches of the model's ``sliding_window.roi_size`` (D-H-W voxels on the model grid) are drawn at random,
 two thirds of them centred on a foreground voxel. Left/right flips are not used: the labels are lateral.
 
 Domain randomisation (:func:`randomise`, in HU before the intensity scaling, as SynthSeg does for MRI): bone
@@ -13,12 +13,12 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from monai.losses import DiceCELoss
 
+from core.model_metadata import ModelMetadata
 from core.networks import build_segmenter
 from core.segment import scale_intensity
 
@@ -72,16 +72,18 @@ def randomise(hu: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return x
 
 
-def train_segmenter(cache: Path, name: str, ids: list[str], meta: dict[str, Any], *, iterations: int,
+def train_segmenter(cache: Path, name: str, ids: list[str], meta: ModelMetadata, *, iterations: int,
                     batch_size: int = 2, lr: float = 2e-3, seed: int = 0, log_every: int = 25
                     ) -> tuple[torch.nn.Module, dict]:
-    """Train and return (model in eval mode, training summary). ``meta`` is the model's metadata draft."""
+    """Train and return (model in eval mode, training summary). ``meta`` is the model's metadata draft (its
+    ``architecture`` builds the network)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    source_values = [int(lab["source_value"]) for lab in meta["labels"] if int(lab["value"]) > 0]
+    seg = meta.seg
+    source_values = [int(lab.source_value) for lab in seg.foreground if lab.source_value is not None]
     data = _load(cache, name, ids, source_values)
-    roi = tuple(int(v) for v in meta["sliding_window"]["roi_size"])
-    net = build_segmenter(meta["architecture"])
+    roi = seg.sliding_window.roi_size
+    net = build_segmenter(dict(meta.architecture or {}))
     net.train()
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-5)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=iterations, pct_start=0.1)
@@ -93,7 +95,7 @@ def train_segmenter(cache: Path, name: str, ids: list[str], meta: dict[str, Any]
         for _ in range(batch_size):
             ct, lab = data[int(rng.integers(len(data)))]
             pc, pl = _patch(ct, lab, roi, rng, fg_prob=0.67)
-            img = scale_intensity(randomise(pc, rng), meta["intensity"])
+            img = scale_intensity(randomise(pc, rng), seg.intensity)
             xs.append(img[None])
             ys.append(pl[None].astype(np.int64))
         x = torch.from_numpy(np.stack(xs))
@@ -120,9 +122,9 @@ def train_segmenter(cache: Path, name: str, ids: list[str], meta: dict[str, Any]
                  "n_cases": len(ids)}
 
 
-def export_segmenter(net: torch.nn.Module, meta: dict[str, Any]) -> torch.jit.ScriptModule:
+def export_segmenter(net: torch.nn.Module, meta: ModelMetadata) -> torch.jit.ScriptModule:
     """TorchScript (traced on one ROI-sized input) of a trained segmenter in eval mode."""
-    roi = tuple(int(v) for v in meta["sliding_window"]["roi_size"])
+    roi = meta.seg.sliding_window.roi_size
     with torch.no_grad():
         return torch.jit.trace(net.eval(), torch.zeros(1, 1, *roi), check_trace=False)
 
@@ -134,6 +136,6 @@ if __name__ == "__main__":  # pragma: no cover - convenience for one model
     ap.add_argument("--meta", type=Path, required=True)
     ap.add_argument("--iterations", type=int, default=50)
     a = ap.parse_args()
-    m = json.loads(a.meta.read_text())
+    m = ModelMetadata.from_dict(json.loads(a.meta.read_text()))
     idx = json.loads((a.cache / "index.json").read_text())
-    train_segmenter(a.cache, m["name"], [e["case_id"] for e in idx], m, iterations=a.iterations)
+    train_segmenter(a.cache, m.name, [e["case_id"] for e in idx], m, iterations=a.iterations)

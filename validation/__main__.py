@@ -11,24 +11,33 @@ import json
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
-from validation.evaluate import DEFAULT_CLASSES, build_metrics
+from core.models import ModelError, read_metadata
+from validation.evaluate import build_metrics
 from validation.manifest import ManifestError, read_manifest
 from validation.provenance import REPO, provenance
 from validation.report import render_html
 from validation.runner import RunConfig, run_all, write_json_atomic
 
 
-def model_classes(models: Path | None) -> list[str]:
-    """The classifier's class order from its metadata.json (canonical keys), else the default order."""
+def model_classes(models: Path | None, records: list[dict[str, Any]]) -> list[str]:
+    """The validated classifier's class order (canonical keys): its metadata's ``classes`` in the models folder;
+    with a container image and no models folder here, the order of the probabilities in its results (the
+    application writes them in its classifier's order).
+
+    Raises:
+        ModelError: the classifier's metadata is unreadable, or (image) no study reported probabilities.
+    """
     from core.codes import tumour_class_key
-    meta = (models / "tumour_classifier" / "metadata.json") if models else None
-    if meta is not None and meta.is_file():
-        try:
-            return [tumour_class_key(c) for c in json.loads(meta.read_text())["classes"]]
-        except (KeyError, ValueError):
-            pass
-    return list(DEFAULT_CLASSES)
+    if models is not None:
+        names: list[str] = list(read_metadata(models / "tumour_classifier").clf.classes)
+    else:
+        names = next((list(r["probabilities"]) for r in records if r.get("probabilities")), [])
+        if not names:
+            raise ModelError("the classifier's classes are unknown: no models folder and no study was classified "
+                             "(pass --models with the image's models)")
+    return [tumour_class_key(c) for c in names]
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -86,6 +95,11 @@ def cmd_run(a: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     cfg = RunConfig(report_dir=out, models=models, image=a.image, container_engine=a.container_engine,
                     gpu=a.gpu, timeout_s=a.timeout, retry_errors=a.retry_errors)
+    try:  # the validated classifier's classes, before any study runs when its models folder is here
+        classes = model_classes(models, []) if models is not None else None
+    except ModelError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     records = run_all(cfg, cases, workers=a.workers, ray_address=a.ray, gpu=a.gpu, cpus_per_study=a.cpus_per_study)
     results_models: dict[str, set[tuple[str, str]]] = {}
     for r in records:
@@ -96,7 +110,12 @@ def cmd_run(a: argparse.Namespace) -> int:
     execution["runner"] = "container image" if a.image else "python -m app"
     prov = provenance(manifest=a.manifest.resolve(), models_dir=models, seed=a.seed, n_resamples=a.bootstrap,
                       image=a.image, execution=execution, results_models=results_models)
-    doc = build_metrics(records, classes=model_classes(models), subgroup_columns=groups,
+    try:
+        classes = classes or model_classes(None, records)
+    except ModelError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    doc = build_metrics(records, classes=classes, subgroup_columns=groups,
                         n_resamples=a.bootstrap, seed=a.seed, provenance=prov)
     write_json_atomic(out / "metrics.json", doc)
     write_text_atomic(out / "report.html", render_html(doc))

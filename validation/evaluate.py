@@ -28,8 +28,6 @@ from validation import metrics as M
 from validation.manifest import NONE
 
 SCHEMA = "sacral-tumour-validation/1"
-DEFAULT_CLASSES: tuple[str, ...] = (
-    "metastasis", "chondrosarcoma", "osteosarcoma", "chordoma", "neurogenic_tumour", "giant_cell_tumour")
 #: ablation variant key in result.json -> label; "all" = the deployed model's probabilities
 ABLATION_VARIANTS: dict[str, str] = {
     "image_only": "image only", "clinical_only": "clinical only",
@@ -186,10 +184,11 @@ def ablation_block(cls_records: list[dict[str, Any]], classes: Sequence[str], n_
     return out
 
 
-def build_metrics(records: list[dict[str, Any]], *, classes: Sequence[str] = DEFAULT_CLASSES,
+def build_metrics(records: list[dict[str, Any]], *, classes: Sequence[str],
                   subgroup_columns: Sequence[str] = (), n_resamples: int = 1000, seed: int = 0,
                   provenance: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The metrics.json document (JSON-ready: nan -> null, floats to 6 digits)."""
+    """The metrics.json document (JSON-ready: nan -> null, floats to 6 digits). ``classes``: the validated
+    classifier's class keys in its output order (from its metadata, ``validation.__main__.model_classes``)."""
     classes = list(classes)
     for r in records:
         if r["truth"] not in (None, NONE) and r["truth"] not in classes:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import platform
 import shutil
@@ -12,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from core.models import sha256_of
+from core.models import ModelError, read_metadata, sha256_of
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,13 +42,14 @@ def models_provenance(models_dir: Path | None) -> dict[str, Any]:
         return out
     for meta_path in sorted(Path(models_dir).glob("*/metadata.json")):
         try:
-            meta = json.loads(meta_path.read_text())
-        except (OSError, ValueError):
+            meta = read_metadata(meta_path.parent)
+        except (OSError, ModelError):
             out[meta_path.parent.name] = {"error": "unreadable metadata.json"}
             continue
-        entry = {"version": meta.get("version"), "sha256": meta.get("sha256")}
-        if meta.get("variants"):
-            entry["variants"] = {k: v.get("sha256") for k, v in sorted(meta["variants"].items())}
+        entry: dict[str, Any] = {"version": meta.version, "sha256": meta.sha256}
+        variants = meta.classification.variants if meta.classification is not None else {}
+        if variants:
+            entry["variants"] = {k: v.sha256 for k, v in sorted(variants.items())}
         out[meta_path.parent.name] = entry
     return out
 

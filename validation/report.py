@@ -17,14 +17,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from core.codes import TUMOUR_TYPE_CODES, class_display_name
 from core.status import ANALYSED
 
-PRETTY = {
-    "metastasis": "Metastasis", "chondrosarcoma": "Chondrosarcoma", "osteosarcoma": "Osteosarcoma",
-    "chordoma": "Chordoma", "neurogenic_tumour": "Neurogenic tumour", "giant_cell_tumour": "Giant cell tumour",
-    "none": "No tumour", "tumour": "Sacral tumour", "hip_bone_left": "Hip bone, left",
-    "hip_bone_right": "Hip bone, right",
-}
+#: display names of the values that are not tumour classes (a class's comes from its key: :func:`pretty`)
+OTHER_NAMES = {"none": "No tumour", "tumour": "Sacral tumour", "hip_bone_left": "Hip bone, left",
+               "hip_bone_right": "Hip bone, right"}
 CSS = """
 body{font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;margin:24px auto;max-width:1180px;color:#1a1a1a;
 line-height:1.45;padding:0 16px}
@@ -68,7 +66,9 @@ def fmt_ci(m: dict[str, Any] | None, digits: int = 3, pct: bool = False) -> str:
 
 
 def pretty(name: str) -> str:
-    return PRETTY.get(name, name)
+    """Display name of a tumour class key (derived from the key, :func:`core.codes.class_display_name`), of the
+    other reference and structure values (:data:`OTHER_NAMES`); anything else (subgroup values) unchanged."""
+    return class_display_name(name) if name in TUMOUR_TYPE_CODES else OTHER_NAMES.get(name, name)
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[Any]], num_cols: Sequence[int] = ()) -> str:

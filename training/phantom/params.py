@@ -16,6 +16,8 @@ from pydicom.uid import ExplicitVRLittleEndian
 from core.volume import affine_from_dicom
 from training.phantom.tumour import TumourParams
 
+#: THE tumour class list, in the classifier's output order: the generator draws these, training writes them into
+#: the classifier's metadata (``classes``), and the application, validation and reports read them there only
 TUMOUR_CLASSES: tuple[str, ...] = (
     "metastasis", "chondrosarcoma", "osteosarcoma", "chordoma", "neurogenic_tumour", "giant_cell_tumour",
 )

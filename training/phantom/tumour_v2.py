@@ -83,10 +83,10 @@ import numpy as np
 from training.phantom.draws import clip, random_unit
 from training.phantom.appearance import _erfinv, texture
 from training.phantom.shapes import Ellipsoid, Func, Prim
+from training.phantom.params import TUMOUR_CLASSES
 from training.phantom.tumour import SacrumLike, TumourParams, _level_name, lobulated
 
 NO_TUMOUR = "none"
-CLASSES = ("metastasis", "chondrosarcoma", "osteosarcoma", "chordoma", "neurogenic_tumour", "giant_cell_tumour")
 MATRICES = ("lytic", "lytic_specks", "chondroid", "osteoid", "sclerotic", "mixed")
 
 
@@ -274,8 +274,8 @@ def sample_tumour(rng: np.random.Generator, cls: str, sac: SacrumLike, scale: fl
     ``age`` (years) and ``sex`` set a metastasis's likely primary (its matrix). Geometry in pelvis-local mm
     (before ``scale``); the drawn volume (mL) is the physical one, :meth:`TumourParamsV2.volume_ml`.
     """
-    if cls not in CLASSES:
-        raise ValueError(f"unknown tumour class {cls!r}; expected one of {CLASSES}")
+    if cls not in TUMOUR_CLASSES:
+        raise ValueError(f"unknown tumour class {cls!r}; expected one of {TUMOUR_CLASSES}")
     if sex not in ("M", "F") or not (0.0 <= age <= 120.0) or not (0.5 < scale < 2.0):
         raise ValueError(f"implausible patient: age {age}, sex {sex!r}, scale {scale}")
     level, lat = _location(rng, cls, sac)
