@@ -400,8 +400,10 @@ def _render(view: str, title: str, ct: Volume | None, labels: Volume | None, g: 
     agg = FigureCanvasAgg(fig)
     renderer = agg.get_renderer()
     for artist in fig.texts:  # a long line (e.g. a long class name) is set smaller, never cut by the edge
-        while artist.get_window_extent(renderer).x1 > width - EDGE_PX and artist.get_fontsize() > 8:
-            artist.set_fontsize(artist.get_fontsize() - 1)
+        size = float(artist.get_fontsize())
+        while artist.get_window_extent(renderer).x1 > width - EDGE_PX and size > 8:
+            size -= 1
+            artist.set_fontsize(size)
     agg.draw()
     rgb = np.asarray(agg.buffer_rgba())[..., :3].copy()
     if rgb.shape != (height, width, 3):
