@@ -117,6 +117,7 @@ def generate(work: Path, seed: int) -> Path:
 def decoded_files(dicom_dir: Path) -> dict[str, Any]:
     """How many files our input stage decodes: scan (headers only) + selection + load of the selected series."""
     import core.dicom_input as di
+    from core.dicom_header import scan_folder
     from core.series_selection import select_series
 
     decoded: list[str] = []
@@ -129,7 +130,7 @@ def decoded_files(dicom_dir: Path) -> dict[str, Any]:
     di.pixel_array = counting
     try:
         t0 = time.perf_counter()
-        scan = di.scan_folder(dicom_dir)
+        scan = scan_folder(dicom_dir)
         t_scan = time.perf_counter() - t0
         n_after_scan = len(decoded)
         sel = select_series(scan)
