@@ -6,8 +6,6 @@ and references, the SR reader for the coded findings, and Dice against the phant
 from __future__ import annotations
 
 import dataclasses
-import random
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -184,22 +182,13 @@ def test_unusable_input_is_an_error(tmp_path: Path, models_dir: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["result.json"]
 
 
-def test_location_is_unchanged_by_file_names_order_and_table_position(studies: dict, tmp_path: Path,
-                                                                       models_dir: Path) -> None:
-    """The hip-frame location does not depend on file names, folder layout or where the table is."""
+def test_location_is_unchanged_by_table_position(tmp_path: Path, models_dir: Path) -> None:
+    """The hip-frame location does not depend on where the table is. (File names, order, folder layout and
+    duplicates: ``test_robustness.py::test_file_names_order_folders_and_duplicates_do_not_matter``, same
+    findings exactly.)"""
     from training.phantom import render, sample_patient, sample_scan, write_case
 
-    row, run = studies["tumour"]
-    base = run.result["tumour"]
-    # 1. shuffled, renamed, nested copy of the same files
-    src = sorted((Path(row["root"]) / row["dicom_dir"]).iterdir())
-    rnd = random.Random(5)
-    names = [f"{rnd.getrandbits(40):x}" for _ in src]
-    for i, (p, n) in enumerate(zip(src, names)):
-        dst = tmp_path / "shuffled" / f"sub{i % 3}" / n
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(p, dst)
-    # 2. the same patient with the table moved 40 mm left, 25 mm down and 30 mm along z
+    # the same patient with the table moved 40 mm left, 25 mm down and 30 mm along z
     rng = np.random.default_rng(7)
     patient = sample_patient(rng, "T0001", "chordoma")
     scan = sample_scan(rng, patient)
@@ -207,12 +196,9 @@ def test_location_is_unchanged_by_file_names_order_and_table_position(studies: d
     for name, s in (("ref", scan), ("moved", moved)):
         ct, lab = render(patient, s)
         write_case(patient, s, ct, lab, tmp_path / name)
-    runs = run_apps([(tmp_path / "shuffled", tmp_path / "out_shuffled")]
-                    + [(tmp_path / name / "T0001" / "dicom", tmp_path / f"out_{name}") for name in ("ref", "moved")],
+    runs = run_apps([(tmp_path / name / "T0001" / "dicom", tmp_path / f"out_{name}") for name in ("ref", "moved")],
                     models_dir)
-    shuffled, *locs = (r.result["tumour"] for r in runs)
-    assert shuffled["location_hip_frame"] == base["location_hip_frame"]
-    assert shuffled["location_hip_frame_mm"] == base["location_hip_frame_mm"]
+    locs = [r.result["tumour"] for r in runs]
     # The frame itself is exact to 1 mm (tests/test_hip_frame_phantom.py, reference labels); here the models
     # segment a shifted voxel grid, so the tumour outline changes slightly: 0.02 normalised, 2.5 mm.
     assert np.allclose(locs[0]["location_hip_frame"], locs[1]["location_hip_frame"], atol=0.02)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO, AppRun, run_app
+from conftest import REPO, AppRun
 
 from training.data import labels_from_seg, load_case, prepare, read_manifest
 from core.model_metadata import CropSpec, SegmentationSpec
@@ -24,16 +24,11 @@ pytestmark = pytest.mark.app
 
 
 @pytest.fixture(scope="module")
-def seg_case(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> tuple[Path, dict, AppRun]:
-    """One generated tumour study, the app run on it once; a manifest whose label_path is the app's SEG."""
-    from training.phantom import generate_cohort
-
-    root = tmp_path_factory.mktemp("seg_labels")
-    manifest = generate_cohort(root / "cohort", n=1, seed=20261130, classes=["giant_cell_tumour"],
-                               no_tumour_fraction=0.0)
-    with open(manifest, newline="") as fh:
-        row = next(csv.DictReader(fh))
-    run = run_app(manifest.parent / row["dicom_dir"], root / "out", models_dir)
+def seg_case(studies: dict) -> tuple[Path, dict, AppRun]:
+    """The session's generated tumour study (``conftest.studies``, the app run on it once) and a manifest whose
+    label_path is the app's SEG."""
+    row, run = studies["tumour"]
+    manifest = Path(row["root"]) / "manifest.csv"
     assert run.returncode == 0, run.stderr[-2000:]
     seg = run.output_dir / run.result["outputs"]["seg"]
     seg_manifest = manifest.parent / "manifest_seg.csv"
