@@ -120,6 +120,21 @@ def rejected_candidates_warning(rejected_ml: Sequence[float], analysis: Analysis
     return f"{len(shown)} larger tumour candidate(s) {where} left out ({', '.join(f'{v:.0f}' for v in shown)} mL)"
 
 
+def tumour_edge_margin_mm(analysis: AnalysisConfig, tumour_grid_mm: float | None) -> float:
+    """The distance (mm) from a face of the scanned grid within which the tumour counts as cut by the scan edge.
+
+    ``analysis.tumour_edge_margin_mm`` when configured; otherwise one voxel of the tumour model's grid
+    (``tumour_grid_mm``, its metadata's largest ``spacing_mm``), closer than which a mask resampled from that
+    grid cannot follow the edge. Raises ``ValueError`` when neither is known.
+    """
+    if analysis.tumour_edge_margin_mm is not None:
+        return analysis.tumour_edge_margin_mm
+    if tumour_grid_mm is None or not tumour_grid_mm > 0:
+        raise ValueError("no tumour edge margin: analysis.tumour_edge_margin_mm is not set and the tumour model's "
+                         f"grid spacing is unknown ({tumour_grid_mm!r})")
+    return float(tumour_grid_mm)
+
+
 def tumour_truncation_warning(faces: Sequence[str]) -> str | None:
     """The warning for a tumour touching the grid ``faces`` (its volume and location are then too small)."""
     if not faces:

@@ -54,7 +54,9 @@ class AnalysisConfig:
     min_hip_bone_volume_ml: float = 50.0    # a side below this counts as absent: not_applicable
     max_hip_bone_volume_ratio: float = 2.0  # larger / smaller hip-bone volume above this: not_applicable
     min_tumour_volume_ml: float = 10.0      # a tumour below this counts as none: no_tumour
-    tumour_edge_margin_mm: float = 3.0      # a tumour within this of a face of the grid touches the scan edge
+    #: a tumour within this of a face of the grid touches the scan edge; None: one voxel of the tumour model's
+    #: grid (its metadata's largest spacing_mm), closer than which a mask resampled from it cannot follow the edge
+    tumour_edge_margin_mm: float | None = None
     max_voxels: int | None = 250_000_000    # rows x columns x slices above this: refused (exit 2); None: no limit
 
 
@@ -110,6 +112,8 @@ def _typed(cls: type[Any], section: Mapping[str, Any], name: str, source: str) -
                 raise ValueError(f"configuration {source}: {full} must be true or false, got {value!r}")
         elif kind == "float":
             value = _number(value, full, source)
+        elif kind == "float | None":
+            value = None if value is None else _number(value, full, source)
         elif kind.startswith("int"):
             if value is not None:
                 if isinstance(value, bool) or not isinstance(value, int) or value <= 0:

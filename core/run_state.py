@@ -105,6 +105,7 @@ class RunState:
     hip_labels: np.ndarray | None = None      # uint8, values 1 (left) / 2 (right)
     tumour_labels: np.ndarray | None = None   # uint8, value 3
     sacral_region: FrameRegion | None = None  # from the tumour model's metadata
+    tumour_grid_mm: float | None = None       # the tumour model's largest grid spacing (its metadata), mm
     labels: Volume | None = None              # combined and cleaned label map
     # findings
     hip_bone: HipBoneFindings | None = None

@@ -34,7 +34,7 @@ class HipFrameLocationOperator(StageOperator):
             return
         state.hip_frame = frame
         loc = hip_frame.tumour_location(labels, TUMOUR, frame)
-        margin = state.config.analysis.tumour_edge_margin_mm
+        margin = assessment.tumour_edge_margin_mm(state.config.analysis, state.tumour_grid_mm)
         warning = assessment.tumour_truncation_warning(hip_frame.truncated_faces(labels, (TUMOUR,), margin))
         if warning:
             state.warn(warning)

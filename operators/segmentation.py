@@ -34,5 +34,7 @@ class SegmentationOperator(ModelStageOperator):
         region = m.metadata.frame_region
         if region is not None:
             state.sacral_region = region
+        if self.model_name == state.config.models.tumour_seg:
+            state.tumour_grid_mm = max(m.metadata.seg.spacing_mm)
         labels = segment(state.require_loaded().volume, m.module, m.metadata, m.device, state.model_grids)
         setattr(state, self.target, labels)

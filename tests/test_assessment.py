@@ -6,6 +6,7 @@ import pytest
 
 from core.assessment import (
     NOT_APPLICABLE, Verdict, assess_coverage, assess_hip_bones, coverage_mm, rejected_candidates_warning,
+    tumour_edge_margin_mm,
     size_refusal, tumour_present, tumour_truncation_warning,
 )
 from core.config import AnalysisConfig
@@ -91,3 +92,13 @@ def test_memory_guard() -> None:
                                               "limit of 250.0 M (analysis.max_voxels; about 7.4 GiB")
     assert why.endswith("the package requests 8Gi)")
     assert size_refusal(4096, 4096, 4096, AnalysisConfig(max_voxels=None), "8Gi") is None
+
+
+def test_tumour_edge_margin_is_one_tumour_model_voxel_unless_configured() -> None:
+    """Default (``analysis.tumour_edge_margin_mm: null``): the tumour model's grid spacing from its metadata, so a
+    model on a 2 mm grid gets a 2 mm margin without a configuration change; a configured value wins."""
+    assert A.tumour_edge_margin_mm is None
+    assert tumour_edge_margin_mm(A, 3.0) == 3.0 and tumour_edge_margin_mm(A, 2.0) == 2.0
+    assert tumour_edge_margin_mm(AnalysisConfig(tumour_edge_margin_mm=5.0), 3.0) == 5.0
+    with pytest.raises(ValueError, match="tumour_edge_margin_mm"):
+        tumour_edge_margin_mm(A, None)

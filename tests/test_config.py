@@ -40,6 +40,8 @@ def test_absent_sections_take_the_defaults() -> None:
     assert cfg.analysis.min_coverage_mm == 100.0 and cfg.analysis.max_voxels == 250_000_000
     assert cfg.models.segmentation == ("hip_bone_seg", "tumour_seg")
     partial = parse_config(minimal(analysis={"min_tumour_volume_ml": 5}, outputs={"key_images": False}))
+    assert parse_config(minimal(analysis={"tumour_edge_margin_mm": None})).analysis.tumour_edge_margin_mm is None
+    assert parse_config(minimal(analysis={"tumour_edge_margin_mm": 4})).analysis.tumour_edge_margin_mm == 4.0
     assert partial.analysis == AnalysisConfig(min_tumour_volume_ml=5.0)
     assert partial.outputs == OutputsConfig(key_images=False)
 
@@ -56,6 +58,8 @@ def test_values_are_frozen() -> None:
     ({"analysis": {"min_hip_bone_volume_ml": -1}}, "analysis.min_hip_bone_volume_ml"),
     ({"analysis": {"max_hip_bone_volume_ratio": True}}, "analysis.max_hip_bone_volume_ratio"),
     ({"analysis": {"max_voxels": 1.5}}, "analysis.max_voxels"),
+    ({"analysis": {"tumour_edge_margin_mm": "one voxel"}}, "analysis.tumour_edge_margin_mm"),
+    ({"analysis": {"tumour_edge_margin_mm": 0}}, "analysis.tumour_edge_margin_mm"),
     ({"analysis": {"min_tumor_volume_ml": 10}}, "min_tumor_volume_ml"),
     ({"outputs": {"kos_title": "for_the_bin"}}, "outputs.kos_title"),
     ({"outputs": {"key_images": "no"}}, "outputs.key_images"),

@@ -215,8 +215,9 @@ def test_hip_bone_cut_by_the_scan_is_reported(cases: Cases) -> None:
 
 def test_tumour_touching_the_edge_is_reported(cases: Cases) -> None:
     """The posterior edge of the field of view runs through the tumour centre: the tumour is found and reported
-    as cut by the edge (h_last: the last rows, posterior), within analysis.tumour_edge_margin_mm (one voxel of the
-    tumour model's 3 mm grid; models 0.2.0-0.3.0 stopped their masks short of the edge and gave no warning)."""
+    as cut by the edge (h_last: the last rows, posterior), within the edge margin
+    (core.assessment.tumour_edge_margin_mm: one voxel of the tumour model's 3 mm grid, from its metadata; models
+    0.2.0-0.3.0 stopped their masks short of the edge and gave no warning)."""
     run = cases.run("tumour_at_edge")
     doc = assert_analysed(run)
     assert doc["status"] == Status.TUMOUR_FOUND, doc["warnings"]
