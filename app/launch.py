@@ -41,6 +41,19 @@ class AppRun:
         return doc
 
 
+def threads_per_run(concurrent: int) -> dict[str, str]:
+    """Environment that makes each of ``concurrent`` simultaneous application runs use its share of the CPUs this
+    process may use (at least one thread each), so that together they fill the CPUs without oversubscribing them.
+
+    torch (and OpenMP/BLAS) read ``OMP_NUM_THREADS``; without it every run starts one thread per CPU, and two
+    runs at once on 2 cores were about 25 % slower than with one thread each (docs/robustness.md). A value the
+    caller's environment already sets wins (empty dict). One run alone keeps the application's own default.
+    """
+    if concurrent <= 1 or "OMP_NUM_THREADS" in os.environ:
+        return {}
+    return {"OMP_NUM_THREADS": str(max(1, len(os.sched_getaffinity(0)) // concurrent))}
+
+
 def run_app(input_dir: Path, output_dir: Path, models_dir: Path = DEFAULT_MODELS, *args: str,
             env: dict[str, str] | None = None, timeout: float = 600) -> AppRun:
     """Run the application to its end (from the repository root) and return its exit code and streams."""
@@ -55,7 +68,10 @@ def run_apps(jobs: Sequence[tuple[Path, Path]], models_dir: Path = DEFAULT_MODEL
     """:func:`run_app` for each ``(input_dir, output_dir)`` of ``jobs``, ``workers`` runs at a time.
 
     The runs are independent processes (each stages its outputs in its own temporary folder), so on a 2-core
-    machine two at once finish sooner than one after the other. Results are in the order of ``jobs``.
+    machine two at once finish sooner than one after the other; each uses its share of the CPUs
+    (:func:`threads_per_run`). Results are in the order of ``jobs``.
     """
+    env = threads_per_run(min(max(1, workers), len(jobs)))
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        return list(pool.map(lambda job: run_app(job[0], job[1], models_dir, *args, timeout=timeout), jobs))
+        return list(pool.map(lambda job: run_app(job[0], job[1], models_dir, *args, env=env, timeout=timeout),
+                             jobs))

@@ -37,7 +37,7 @@ from pydicom.uid import (
     JPEG2000Lossless, generate_uid,
 )
 
-from app.launch import app_command
+from app.launch import app_command, threads_per_run
 
 # --------------------------------------------------------------------------------------------- identifiers
 IDENT = {"patient_name": "Zebedee^Quixotic", "patient_id": "PID-7731-XQ", "birth_date": "19580316",
@@ -273,7 +273,8 @@ class Cases:
             if STRACE:
                 cmd = [STRACE, "-f", "--seccomp-bpf", "-qq", "-e", f"trace={TRACED_CALLS}", "-e", "signal=none",
                        "-o", str(trace), *cmd]
-            env = {**os.environ, "PYTHONUNBUFFERED": "1", "TMPDIR": str(tmpdir), "HOME": str(self.home)}
+            env = {**os.environ, "PYTHONUNBUFFERED": "1", "TMPDIR": str(tmpdir), "HOME": str(self.home),
+                   **threads_per_run(len(names))}
             procs[n] = (subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                          text=True), spec, tmpdir, before, trace)
         for n, (proc, spec, tmpdir, before, trace) in procs.items():

@@ -428,7 +428,7 @@ def e2e_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def e2e_report(e2e_cohort: Path, models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("validation_report")
     proc = run_cli("run", "--manifest", str(e2e_cohort), "--out", str(out), "--models", str(models_dir),
-                   "--bootstrap", "200", "--seed", "3")
+                   "--bootstrap", "200", "--seed", "3", "--workers", "2")
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "4/4 studies done (4 run now, 0 reused)" in proc.stderr
     return out
@@ -494,7 +494,7 @@ def test_e2e_metrics_agree_with_results(e2e_report: Path, e2e_cohort: Path) -> N
     assert checked >= 1
     prov = m["provenance"]
     assert prov["software_version"] and prov["models"]["tumour_seg"]["sha256"] and not prov["models_mismatch"]
-    assert prov["execution"] == {"kind": "process_pool", "workers": 1, "runner": "python -m app"}
+    assert prov["execution"] == {"kind": "process_pool", "workers": 2, "runner": "python -m app"}
 
 
 @pytest.mark.system
@@ -515,12 +515,14 @@ def _mtimes(report: Path) -> dict[str, int]:
 def test_e2e_resume_after_kill(e2e_report: Path, e2e_cohort: Path, models_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "report"
     shutil.copytree(e2e_report / "runs", out / "runs")
-    redo = ["C0002", "C0003"]
+    # two studies to redo on two workers: the empty folder's error takes seconds, the phantom a whole analysis,
+    # which the kill interrupts
+    redo = ["X0001", "C0002"]
     for cid in redo:
         shutil.rmtree(out / "runs" / cid)
     kept = _mtimes(out)
     args = [sys.executable, "-m", "validation", "run", "--manifest", str(e2e_cohort), "--out", str(out),
-            "--models", str(models_dir), "--bootstrap", "200", "--seed", "3"]
+            "--models", str(models_dir), "--bootstrap", "200", "--seed", "3", "--workers", "2"]
     proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
@@ -567,6 +569,35 @@ def test_e2e_ray_local_gives_identical_metrics(e2e_report: Path, e2e_cohort: Pat
 
 
 # ------------------------------------------------------------------------------------- runner mechanics
+def test_concurrent_runs_share_the_cpus(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Runs started together get one share of the usable CPUs each (at least one thread); one run alone, or a
+    caller that set OMP_NUM_THREADS itself, keeps its own; the pool gives each study of a 2-worker run the share."""
+    from app.launch import threads_per_run
+    from validation.manifest import Case
+    from validation.runner import RunConfig, run_all
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    assert threads_per_run(1) == {} and threads_per_run(0) == {}
+    assert threads_per_run(2) == {"OMP_NUM_THREADS": "2"}
+    assert threads_per_run(3) == {"OMP_NUM_THREADS": "1"} and threads_per_run(8) == {"OMP_NUM_THREADS": "1"}
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert threads_per_run(2) == {}
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    # the environment each study's application process gets in a 2-worker pool (a shell script stands in for
+    # the interpreter; its arguments are those of python: -m app -i IN -o OUT -m MODELS)
+    script = tmp_path / "fake_python"
+    script.write_text(f"#!{shutil.which('sh') or '/bin/sh'}\nenv > \"$6.env\"\nexit 1\n")
+    script.chmod(0o755)
+    cfg = RunConfig(report_dir=tmp_path / "rep", models=tmp_path, python=str(script))
+    records = run_all(cfg, [Case(f"K{i}", tmp_path, "none", None) for i in range(2)], workers=2)
+    assert [r["exit_code"] for r in records] == [1, 1]
+    envs = sorted((tmp_path / "rep" / "runs").glob(".partial-K*.env"))
+    assert len(envs) == 2
+    for env in envs:
+        assert "OMP_NUM_THREADS=2\n" in env.read_text()
+
+
 def test_runner_records_a_crash_and_resumes(tmp_path: Path) -> None:
     """An app that exits without result.json (here /bin/false stands in for the interpreter) is a finished
     study of status error with a generated reason; it is not run again unless retry_errors is set."""

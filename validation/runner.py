@@ -34,7 +34,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -278,6 +278,8 @@ def _iter_ray(cfg: RunConfig, cases: list[Case], address: str, gpu: bool, cpus_p
             ray.init(runtime_env=runtime_env, include_dashboard=False, log_to_driver=False)
         else:
             ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
+    if "OMP_NUM_THREADS" not in os.environ:  # each study uses the CPUs Ray reserved for it, no more
+        cfg = replace(cfg, extra_env={"OMP_NUM_THREADS": str(max(1, int(cpus_per_study))), **cfg.extra_env})
     try:
         task = ray.remote(num_cpus=cpus_per_study, num_gpus=1 if gpu else 0, max_retries=0)(process_case)
         pending = [task.remote(cfg, c) for c in cases]
@@ -304,6 +306,9 @@ def run_all(cfg: RunConfig, cases: list[Case], *, workers: int = 1, ray_address:
     print(f"[validation] {len(cases)} studies, {sum(finished)} already finished, {stale} to run again (other "
           f"models, unreadable result or --retry-errors)",
           file=sys.stderr, flush=True)
+    if ray_address is None:  # studies run at once share the CPUs (app.launch.threads_per_run)
+        cfg = replace(cfg, extra_env={**launch.threads_per_run(min(workers, len(cases) - sum(finished))),
+                                      **cfg.extra_env})
     it = (_iter_ray(cfg, cases, ray_address, gpu, cpus_per_study) if ray_address
           else _iter_pool(cfg, cases, workers))
     by_id: dict[str, dict[str, Any]] = {}
