@@ -244,14 +244,16 @@ class Cases:
     # ----------------------------------------------------------------------------------------- runs
     def run(self, name: str) -> CaseRun:
         """The run of case ``name``. A case of :data:`GROUPS` runs with its group (one shared TMPDIR); any other
-        case runs beside the next case not yet run (each with its own TMPDIR), so that the two cores of a small
-        machine both work: the runs are independent (``good_concurrent`` asserts that two runs at once give
-        the findings of one alone)."""
+        case runs beside the next case not yet run, preferably one of the same cost (:data:`LIGHT`), each with its
+        own TMPDIR, so that the two cores of a small machine both work: the runs are independent
+        (``good_concurrent`` asserts that two runs at once give the findings of one alone)."""
         if name not in self.runs:
             if name in GROUPS:
                 self._run_together(GROUPS[name], share_tmp=True)
             else:
-                partner = next((n for n in ALL_CASES if n != name and n not in self.runs and n not in GROUPS), None)
+                free = [n for n in ALL_CASES if n != name and n not in self.runs and n not in GROUPS]
+                # a partner of the same cost, so that neither core waits long for the other
+                partner = next((n for n in free if (n in LIGHT) == (name in LIGHT)), free[0] if free else None)
                 self._run_together((name,) if partner is None else (name, partner), share_tmp=False)
         return self.runs[name]
 
@@ -676,3 +678,9 @@ def _temp_full(c: Cases, d: Path) -> CaseSpec:
 
 
 ALL_CASES = tuple(BUILDERS)
+#: cases refused before any model runs (a few seconds each, mostly start-up); the others run whole analyses.
+#: Only the pairing of runs uses it (:meth:`Cases.run`): a wrong entry costs time, never a result.
+LIGHT = frozenset({"empty", "missing_input", "no_dicom", "non_image_only", "mr_only", "localizer_only",
+                   "missing_slice", "non_uniform_spacing", "gantry_tilt", "sagittal_coronal", "enhanced_ct",
+                   "too_large", "sha_mismatch", "output_under_file", "output_read_only"})
+assert LIGHT <= set(ALL_CASES)
