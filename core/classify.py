@@ -40,6 +40,15 @@ def tumour_crop(ct: Volume, tumour_mask: np.ndarray, spec: CropSpec) -> np.ndarr
     spacing_xyz = [side / n for n in size_xyz]
     # Canonical LPS axes: x to the left, y posterior, z superior (identity direction).
     origin = centre - 0.5 * np.array([(n - 1) * s for n, s in zip(size_xyz, spacing_xyz)])
+    # Only the voxels the cube's samples can reach (its index box on the CT grid, plus two voxels for the linear
+    # interpolation) are converted: a few MB instead of the whole series, and the same samples.
+    far = origin + np.array([(n - 1) * s for n, s in zip(size_xyz, spacing_xyz)])
+    cube = np.array([[x, y, z] for x in (origin[0], far[0]) for y in (origin[1], far[1]) for z in (origin[2], far[2])])
+    reach = ct.lps_to_index(cube)
+    lo = np.clip(np.floor(reach.min(0)).astype(int) - 2, 0, ct.shape)
+    hi = np.clip(np.ceil(reach.max(0)).astype(int) + 3, 0, ct.shape)
+    ct, tumour_mask = ct.sub_volume(lo, hi), tumour_mask[tuple(slice(a, b) for a, b in zip(lo, hi))]
+
     def _resample(img: sitk.Image, interp: int, fill: float) -> np.ndarray:
         return sitk.GetArrayFromImage(sitk.Resample(
             img, size_xyz, sitk.Transform(), interp, tuple(origin), spacing_xyz,

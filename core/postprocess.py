@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 import SimpleITK as sitk
 
-from core.hip_frame import FrameRegion, HipFrameError, hip_frame_from_labels
+from core.hip_frame import FrameRegion, HipFrame, HipFrameError, hip_frame_from_labels
 from core.volume import Volume
 
 __all__ = ["Merged", "largest_component", "keep_largest_per_label", "merge_structures"]
@@ -127,6 +127,10 @@ class Merged(NamedTuple):
     #: False when a region was given but no hip frame could be built (a hip bone missing): every tumour
     #: component is then left out (``rejected_tumour_ml``), as none can be placed in the sacral region
     located: bool = True
+    #: the hip frame of the cleaned hip bones (labels 1 and 2), built once here when the grid's affine was given;
+    #: None without an affine or when the hip bones give none (then ``frame_error`` says why)
+    frame: HipFrame | None = None
+    frame_error: str | None = None
 
 
 def _drop_tumour(labels: np.ndarray, affine: np.ndarray) -> tuple[float, ...]:
@@ -142,9 +146,8 @@ def _drop_tumour(labels: np.ndarray, affine: np.ndarray) -> tuple[float, ...]:
     return tuple(round(float(c) * voxel_ml, 3) for c in sorted(counts, reverse=True))
 
 
-def _tumour_in_region(labels: Volume, region: FrameRegion) -> tuple[np.ndarray, tuple[float, ...]]:
-    """The largest tumour component whose centroid lies in ``region`` (hip frame from labels 1 and 2)."""
-    frame = hip_frame_from_labels(labels, HIP_LEFT, HIP_RIGHT)
+def _tumour_in_region(labels: Volume, region: FrameRegion, frame: HipFrame) -> tuple[np.ndarray, tuple[float, ...]]:
+    """The largest tumour component whose centroid lies in ``region`` of ``frame``."""
     tumour = labels.array == TUMOUR
     out = np.zeros(tumour.shape, dtype=bool)
     box = _bbox(tumour)
@@ -178,7 +181,8 @@ def merge_structures(hip_labels: np.ndarray, tumour_labels: np.ndarray, *, affin
     (e.g. a fluid-filled bowel loop in front of the hip joint) does not displace the tumour; the components
     passed over are reported. Without a hip frame (a hip bone missing) no tumour component can be placed in the
     region: all are left out and reported (``located`` False), so that no "sacral tumour" is drawn in a scan
-    of, say, the thighs. Without ``region`` the plain largest component is kept.
+    of, say, the thighs. Without ``region`` the plain largest component is kept. With ``affine`` the hip frame
+    of the cleaned hip bones is returned too (``frame``, or ``frame_error``), so that later steps reuse it.
     Used by the application's post-processing step and by classifier training (``training.data``).
     """
     hip_labels, tumour_labels = np.asarray(hip_labels), np.asarray(tumour_labels)
@@ -186,14 +190,22 @@ def merge_structures(hip_labels: np.ndarray, tumour_labels: np.ndarray, *, affin
         raise ValueError(f"hip labels {hip_labels.shape} and tumour labels {tumour_labels.shape} differ in shape")
     labels = np.where(np.isin(hip_labels, (HIP_LEFT, HIP_RIGHT)), hip_labels, 0).astype(np.uint8)
     labels[tumour_labels == TUMOUR] = TUMOUR
-    if region is None:
-        return Merged(keep_largest_per_label(labels, (HIP_LEFT, HIP_RIGHT, TUMOUR)), ())
-    if affine is None:
+    if region is not None and affine is None:
         raise ValueError("a region needs the grid's affine")
-    labels = keep_largest_per_label(labels, (HIP_LEFT, HIP_RIGHT))
-    try:
-        keep, rejected = _tumour_in_region(Volume(labels, affine), region)
-    except HipFrameError:
-        return Merged(labels, _drop_tumour(labels, affine), located=False)
+    # with a region the tumour keeps its largest component in the region (below), not its largest overall
+    labels = keep_largest_per_label(labels, (HIP_LEFT, HIP_RIGHT) if region is not None else (HIP_LEFT, HIP_RIGHT,
+                                                                                                 TUMOUR))
+    frame, frame_error = None, None
+    if affine is not None:
+        try:
+            frame = hip_frame_from_labels(Volume(labels, affine), HIP_LEFT, HIP_RIGHT)
+        except HipFrameError as e:
+            frame_error = str(e)
+    if region is None:
+        return Merged(labels, (), frame=frame, frame_error=frame_error)
+    assert affine is not None
+    if frame is None:
+        return Merged(labels, _drop_tumour(labels, affine), located=False, frame_error=frame_error)
+    keep, rejected = _tumour_in_region(Volume(labels, affine), region, frame)
     labels[(labels == TUMOUR) & ~keep] = 0
-    return Merged(labels, rejected)
+    return Merged(labels, rejected, frame=frame)

@@ -116,7 +116,9 @@ class RunState:
     probabilities: dict[str, float] = field(default_factory=dict)
     ablation: dict[str, dict[str, float]] = field(default_factory=dict)
     models: dict[str, dict[str, str]] = field(default_factory=dict)
-    hip_frame: HipFrame | None = None    # when a tumour was located
+    # the hip frame of the cleaned hip bones, built once by the post-processing step (core.postprocess), or why not
+    hip_frame: HipFrame | None = None
+    hip_frame_error: str | None = None
     segment_numbers: dict[str, int] = field(default_factory=dict)
     seg_dataset: Dataset | None = None   # the highdicom Segmentation, referenced by the SR
     sr_dataset: Dataset | None = None    # the TID 1500 SR, referenced by the KOS

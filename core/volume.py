@@ -15,6 +15,7 @@ SimpleITK uses the same LPS convention with the index order reversed (x=w, y=h, 
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -72,6 +73,21 @@ class Volume:
         if array.shape != self.array.shape:
             raise ValueError(f"shape {array.shape} differs from the grid {self.array.shape}")
         return replace(self, array=array, meta={**self.meta, **meta})
+
+    def sub_volume(self, lo: Sequence[int], hi: Sequence[int]) -> Volume:
+        """The voxels ``lo <= (d, h, w) < hi`` (clipped to the grid) as a Volume in the same place: the array is a
+        view of this one and the affine is shifted so that every voxel keeps its LPS position (mm).
+
+        Raises:
+            ValueError: the box holds no voxel of the grid.
+        """
+        a = np.clip(np.asarray(lo, dtype=np.int64), 0, self.shape)
+        b = np.clip(np.asarray(hi, dtype=np.int64), 0, self.shape)
+        if a.shape != (3,) or b.shape != (3,) or np.any(b <= a):
+            raise ValueError(f"index box {list(lo)}..{list(hi)} holds no voxel of a {self.shape} grid")
+        affine = self.affine.copy()
+        affine[:3, 3] = self.index_to_lps(a[None].astype(np.float64))[0]
+        return replace(self, array=self.array[a[0]:b[0], a[1]:b[1], a[2]:b[2]], affine=affine)
 
     def index_to_lps(self, dhw: np.ndarray) -> np.ndarray:
         """Map (N, 3) D-H-W (fractional) indices to (N, 3) LPS positions in mm."""

@@ -8,7 +8,7 @@ with the SR (no tumour segment).
 from __future__ import annotations
 
 from core import assessment, hip_frame
-from core.postprocess import HIP_LEFT, HIP_RIGHT, TUMOUR
+from core.postprocess import TUMOUR
 from core.run_state import RunState
 from core.status import Status
 from operators.base import StageOperator
@@ -20,11 +20,10 @@ class HipFrameLocationOperator(StageOperator):
     def run(self, state: RunState) -> None:
         labels = state.labels
         assert labels is not None
-        try:  # first: without a frame there is no sacral region, so "no tumour" could not be said either
-            frame = hip_frame.hip_frame_from_labels(labels, HIP_LEFT, HIP_RIGHT)
-        except hip_frame.HipFrameError as e:
+        frame = state.hip_frame  # built by the post-processing step from the same hip bones
+        if frame is None:  # first: without a frame there is no sacral region, so "no tumour" could not be said either
             labels.array[labels.array == TUMOUR] = 0  # a tumour that cannot be located is not drawn in the SEG
-            state.warn(f"{assessment.NOT_APPLICABLE}{e}")
+            state.warn(f"{assessment.NOT_APPLICABLE}{state.hip_frame_error or 'no hip frame'}")
             state.status = Status.NOT_APPLICABLE
             return
         tumour_ml = float((labels.array == TUMOUR).sum() * labels.voxel_volume_ml)
@@ -32,7 +31,6 @@ class HipFrameLocationOperator(StageOperator):
             labels.array[labels.array == TUMOUR] = 0
             state.status = Status.NO_TUMOUR
             return
-        state.hip_frame = frame
         loc = hip_frame.tumour_location(labels, TUMOUR, frame)
         margin = assessment.tumour_edge_margin_mm(state.config.analysis, state.tumour_grid_mm)
         warning = assessment.tumour_truncation_warning(hip_frame.truncated_faces(labels, (TUMOUR,), margin))

@@ -6,9 +6,7 @@ was not applicable (``core.key_images``). Left out when ``outputs.key_images`` o
 """
 from __future__ import annotations
 
-from core import hip_frame
 from core.key_images import build_key_image_datasets, render_key_images
-from core.postprocess import HIP_LEFT, HIP_RIGHT
 from core.publishing import stage_dataset
 from core.run_state import RunState, findings
 from core.status import Status
@@ -24,12 +22,8 @@ class KeyImagesWriterOperator(StageOperator):
     def run(self, state: RunState) -> None:
         if not state.config.outputs.key_images:
             return
-        frame = state.hip_frame
-        if frame is None and state.labels is not None and state.status == Status.NO_TUMOUR:
-            try:  # the frame is only computed when there is a tumour to locate
-                frame = hip_frame.hip_frame_from_labels(state.labels, HIP_LEFT, HIP_RIGHT)
-            except hip_frame.HipFrameError:
-                frame = None
+        # the frame is drawn where the analysis used it (a not_applicable study shows why it is not analysed)
+        frame = state.hip_frame if state.status in (Status.TUMOUR_FOUND, Status.NO_TUMOUR) else None
         version, loaded = state.config.application.version, state.require_loaded()
         images = render_key_images(loaded.volume, state.labels, findings(state), frame, app_version=version)
         datasets = build_key_image_datasets(loaded.datasets, images, loaded.volume, app_version=version)

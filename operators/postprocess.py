@@ -24,6 +24,7 @@ class LargestComponentOperator(StageOperator):
         merged = merge_structures(state.hip_labels, state.tumour_labels, affine=ct.affine, region=state.sacral_region)
         labels = merged.labels
         state.labels = ct.with_array(labels)
+        state.hip_frame, state.hip_frame_error = merged.frame, merged.frame_error
         state.hip_labels = state.tumour_labels = None  # free memory
         state.model_grids.clear()
         warning = assessment.rejected_candidates_warning(merged.rejected_tumour_ml, analysis, located=merged.located)

@@ -100,7 +100,8 @@ def test_merge_structures_tumour_wins_overlap_and_each_structure_keeps_its_large
     tumour = np.zeros_like(hip)
     tumour[2:6, 2:5, 2:5] = 3             # 36 voxels, 8 of them inside the left hip
     tumour[9, 0, 9] = 3                   # stray tumour voxel: removed
-    out, rejected, located = merge_structures(hip, tumour)
+    out, rejected, located, frame, _ = merge_structures(hip, tumour)
+    assert frame is None  # no affine: no frame
     assert rejected == () and located
     assert out.dtype == np.uint8
     assert (out == 3).sum() == 36
@@ -134,9 +135,12 @@ def _pelvis_with_two_tumour_candidates() -> tuple[np.ndarray, np.ndarray, np.nda
 def test_merge_structures_keeps_the_largest_tumour_component_inside_the_sacral_region():
     hip, tumour, affine = _pelvis_with_two_tumour_candidates()
     region = FrameRegion(low=(-0.4, 0.0, -0.3), high=(0.4, 0.8, 0.5))
-    plain, rejected, _ = merge_structures(hip, tumour)
+    plain, rejected, *_ = merge_structures(hip, tumour)
     assert (plain == 3).sum() == 216 and rejected == ()        # plain largest: the false positive
-    out, rejected, located = merge_structures(hip, tumour, affine=affine, region=region)
+    out, rejected, located, frame, frame_error = merge_structures(hip, tumour, affine=affine, region=region)
+    assert frame_error is None and frame is not None
+    np.testing.assert_allclose(frame.origin_lps, (39.0, 29.0, 29.0))   # the frame of the docstring above
+    np.testing.assert_allclose(frame.scale_mm[0], 60.0)
     assert located
     assert (out == 3).sum() == 64 and out[15, 22, 20] == 3     # the sacral candidate is kept
     assert rejected == (pytest.approx(216 * 8 / 1000),)       # 216 voxels of 8 mm^3, in mL
@@ -146,7 +150,7 @@ def test_merge_structures_keeps_the_largest_tumour_component_inside_the_sacral_r
 def test_merge_structures_with_no_candidate_in_the_region_keeps_no_tumour():
     hip, tumour, affine = _pelvis_with_two_tumour_candidates()
     far = FrameRegion((-0.1, 2.0, -0.1), (0.1, 3.0, 0.1))
-    out, rejected, _ = merge_structures(hip, tumour, affine=affine, region=far)
+    out, rejected, *_ = merge_structures(hip, tumour, affine=affine, region=far)
     assert not (out == 3).any() and sorted(rejected) == [pytest.approx(0.512), pytest.approx(1.728)]
 
 
@@ -155,7 +159,9 @@ def test_merge_structures_without_a_hip_frame_keeps_no_tumour_and_reports_every_
     drawn as "sacral tumour"; all are reported, largest first, as not located. Without a region: plain largest."""
     hip, tumour, affine = _pelvis_with_two_tumour_candidates()
     hip[hip == 2] = 0                                          # right hip missing: no frame
-    out, rejected, located = merge_structures(hip, tumour, affine=affine, region=FrameRegion((-1, -1, -1), (1, 1, 1)))
+    out, rejected, located, frame, frame_error = merge_structures(hip, tumour, affine=affine,
+                                                                  region=FrameRegion((-1, -1, -1), (1, 1, 1)))
+    assert frame is None and frame_error is not None and "right hip bone" in frame_error
     assert not (out == 3).any() and (out == 1).sum() == 2000
     assert not located and rejected == (pytest.approx(1.728), pytest.approx(0.512))
     assert (merge_structures(hip, tumour).labels == 3).sum() == 216

@@ -58,3 +58,65 @@ def test_antialiasing_keeps_an_object_in_place_also_feet_first():
         idx = np.indices(out.shape).reshape(3, -1).T
         centre = out.index_to_lps((idx * w.reshape(-1, 1)).sum(0) / w.sum())[0]
         np.testing.assert_allclose(centre, truth, atol=0.5)
+
+
+def _crop_on_the_whole_grid(ct: Volume, mask: np.ndarray, spec) -> np.ndarray:
+    """The classifier crop as first written: the whole series converted and resampled (the reference)."""
+    import SimpleITK as sitk
+
+    from core.segment import scale_intensity
+    from core.volume import to_sitk
+
+    idx = np.argwhere(mask)
+    lps = ct.index_to_lps(np.array([[a, b, c] for a in idx[:, 0][[0, -1]] for b in (idx[:, 1].min(), idx[:, 1].max())
+                                    for c in (idx[:, 2].min(), idx[:, 2].max())], float))
+    centre = (lps.min(0) + lps.max(0)) / 2.0
+    side = max(float((lps.max(0) - lps.min(0)).max()) + 2.0 * spec.margin_mm, spec.min_side_mm)
+    size_xyz = list(spec.size)[::-1]
+    sp = [side / n for n in size_xyz]
+    origin = centre - 0.5 * np.array([(n - 1) * s for n, s in zip(size_xyz, sp)])
+
+    def resample(img, fill):
+        return sitk.GetArrayFromImage(sitk.Resample(img, size_xyz, sitk.Transform(), sitk.sitkLinear, tuple(origin),
+                                                    sp, (1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0), fill, sitk.sitkFloat32))
+    image = scale_intensity(resample(sitk.Cast(to_sitk(ct), sitk.sitkFloat32), -1024.0), spec.intensity)
+    m = resample(sitk.Cast(to_sitk(ct.with_array(mask.astype(np.uint8))), sitk.sitkFloat32), 0.0) >= 0.5
+    return np.stack([image, m.astype(np.float32)])
+
+
+@pytest.mark.parametrize("where", ["inside", "at_the_edge"])
+def test_classifier_crop_reads_only_the_voxels_it_needs_and_gives_the_same_samples(where):
+    """core.classify.tumour_crop converts only the block of the series its cube can reach; on a feet-first,
+    anisotropic grid and for a tumour cut by the grid's edge (samples outside the series are -1024 HU) the crop
+    equals the one resampled from the whole series."""
+    from core.classify import tumour_crop
+    from core.model_metadata import CropSpec
+
+    spec = CropSpec.from_dict({"size": [40, 40, 40], "margin_mm": 10.0, "min_side_mm": 40.0,
+                               "intensity": {"a_min": -250.0, "a_max": 1250.0, "b_min": 0.0, "b_max": 1.0,
+                                             "clip": True}})
+    rng = np.random.default_rng(4)
+    shape = (60, 120, 110)
+    ct = _volume(shape, (2.5, 0.8, 0.8), rng.normal(200, 300, shape).astype(np.int16), feet_first=True)
+    mask = np.zeros(shape, bool)
+    if where == "inside":
+        mask[20:41, 50:80, 30:62] = True
+    else:
+        mask[45:60, 0:25, 80:110] = True
+    got = tumour_crop(ct, mask, spec)
+    ref = _crop_on_the_whole_grid(ct, mask, spec)
+    assert got.shape == (2, 40, 40, 40) and got.dtype == np.float32
+    np.testing.assert_allclose(got[0], ref[0], atol=1e-5)
+    assert (got[1] != ref[1]).mean() < 1e-3 and got[1].sum() > 1000
+    if where == "at_the_edge":
+        assert (got[0] == 0.0).mean() > 0.2   # samples outside the series: -1024 HU, clipped to the window's 0
+
+
+def test_sub_volume_keeps_every_voxel_in_place():
+    vol = _volume((10, 20, 30), (2.0, 0.5, 0.7), np.arange(6000, dtype=np.int16).reshape(10, 20, 30), feet_first=True)
+    sub = vol.sub_volume((-3, 5, 7), (4, 25, 9))               # clipped to the grid: d 0..3, h 5..19, w 7..8
+    assert sub.shape == (4, 15, 2) and np.shares_memory(sub.array, vol.array)
+    np.testing.assert_array_equal(sub.array, vol.array[0:4, 5:20, 7:9])
+    np.testing.assert_allclose(sub.index_to_lps(np.array([[1, 2, 1]])), vol.index_to_lps(np.array([[1, 7, 8]])))
+    with pytest.raises(ValueError, match="holds no voxel"):
+        vol.sub_volume((0, 0, 30), (10, 20, 40))
