@@ -515,8 +515,8 @@ def _mtimes(report: Path) -> dict[str, int]:
 def test_e2e_resume_after_kill(e2e_report: Path, e2e_cohort: Path, models_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "report"
     shutil.copytree(e2e_report / "runs", out / "runs")
-    # two studies to redo on two workers: the empty folder's error takes seconds, the phantom a whole analysis,
-    # which the kill interrupts
+    # two studies to redo at once: the empty folder's error takes seconds, the phantom a whole analysis, which the
+    # kill interrupts
     redo = ["X0001", "C0002"]
     for cid in redo:
         shutil.rmtree(out / "runs" / cid)
@@ -548,7 +548,25 @@ def test_e2e_resume_after_kill(e2e_report: Path, e2e_cohort: Path, models_dir: P
     assert not list((out / "runs").glob(".partial-*"))
     a = json.loads((e2e_report / "metrics.json").read_text())
     b = json.loads((out / "metrics.json").read_text())
-    assert comparable(a) == comparable(b)
+    # the study run again alone had both cores (two threads), in the first run it had one: numbers may differ in
+    # their last bits, nothing else
+    assert_close(comparable(a), comparable(b))
+
+
+def assert_close(a: Any, b: Any, path: str = "") -> None:
+    """Equal, with floats equal to 1e-9 relative (recursively through dicts and lists)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        assert a.keys() == b.keys(), f"{path}: keys {sorted(a)} != {sorted(b)}"
+        for k in a:
+            assert_close(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list) and isinstance(b, list):
+        assert len(a) == len(b), f"{path}: lengths {len(a)} != {len(b)}"
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_close(x, y, f"{path}[{i}]")
+    elif isinstance(a, float) and isinstance(b, float):
+        assert a == pytest.approx(b, rel=1e-9, abs=1e-12), path
+    else:
+        assert a == b, f"{path}: {a!r} != {b!r}"
 
 
 @pytest.mark.system
@@ -557,7 +575,9 @@ def test_e2e_ray_local_gives_identical_metrics(e2e_report: Path, e2e_cohort: Pat
     pytest.importorskip("ray")
     out = tmp_path / "report"
     shutil.copytree(e2e_report / "runs", out / "runs")
-    shutil.rmtree(out / "runs" / "C0001")  # one study runs as a Ray task, the others are read back by tasks
+    # one study runs as a Ray task (the empty folder: the task and its record are what is tested, not the models),
+    # the others are read back by tasks
+    shutil.rmtree(out / "runs" / "X0001")
     proc = run_cli("run", "--manifest", str(e2e_cohort), "--out", str(out), "--models", str(models_dir),
                    "--bootstrap", "200", "--seed", "3", "--ray", "local", "--cpus-per-study", "1")
     assert proc.returncode == 0, proc.stderr[-4000:]
