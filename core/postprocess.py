@@ -188,7 +188,11 @@ def merge_structures(hip_labels: np.ndarray, tumour_labels: np.ndarray, *, affin
     hip_labels, tumour_labels = np.asarray(hip_labels), np.asarray(tumour_labels)
     if hip_labels.shape != tumour_labels.shape:
         raise ValueError(f"hip labels {hip_labels.shape} and tumour labels {tumour_labels.shape} differ in shape")
-    labels = np.where(np.isin(hip_labels, (HIP_LEFT, HIP_RIGHT)), hip_labels, 0).astype(np.uint8)
+    if hip_labels.dtype == np.uint8 and (HIP_LEFT, HIP_RIGHT) == (1, 2):  # the models' output: a copy, > 2 cleared
+        labels = hip_labels.copy()
+        labels[labels > HIP_RIGHT] = 0
+    else:
+        labels = np.where(np.isin(hip_labels, (HIP_LEFT, HIP_RIGHT)), hip_labels, 0).astype(np.uint8)
     labels[tumour_labels == TUMOUR] = TUMOUR
     if region is not None and affine is None:
         raise ValueError("a region needs the grid's affine")

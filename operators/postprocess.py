@@ -7,6 +7,8 @@ its domain), and a warning for a hip bone cut by the edge of the scan.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from core import assessment, hip_frame
 from core.postprocess import HIP_LEFT, HIP_RIGHT, merge_structures
 from core.run_state import RunState
@@ -30,7 +32,8 @@ class LargestComponentOperator(StageOperator):
         warning = assessment.rejected_candidates_warning(merged.rejected_tumour_ml, analysis, located=merged.located)
         if warning:
             state.warn(warning)
-        left, right = (float((labels == v).sum() * ct.voxel_volume_ml) for v in (HIP_LEFT, HIP_RIGHT))
+        counts = np.bincount(labels.ravel(), minlength=max(HIP_LEFT, HIP_RIGHT) + 1)  # one pass for both sides
+        left, right = (float(counts[v] * ct.voxel_volume_ml) for v in (HIP_LEFT, HIP_RIGHT))
         faces = hip_frame.truncated_faces(state.labels, (HIP_LEFT, HIP_RIGHT))
         state.hip_bone = {"left_volume_ml": round(left, 2), "right_volume_ml": round(right, 2),
                           "truncated": bool(faces)}

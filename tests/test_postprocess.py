@@ -110,6 +110,14 @@ def test_merge_structures_tumour_wins_overlap_and_each_structure_keeps_its_large
     np.testing.assert_array_equal(hip[9, 9, 0], 1)  # inputs not modified
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.int32])
+def test_merge_structures_takes_only_hip_bone_values_from_the_hip_map(dtype):
+    hip = np.zeros((6, 6, 6), dtype)
+    hip[0:2, 0:2, 0:2], hip[0:2, 4:6, 4:6], hip[4:6, 0:2, 4:6] = 1, 2, 7   # 7: not a hip-bone value
+    out = merge_structures(hip, np.zeros((6, 6, 6), np.uint8)).labels
+    assert out.dtype == np.uint8 and sorted(np.unique(out)) == [0, 1, 2] and (out == 1).sum() == (out == 2).sum() == 8
+
+
 def test_merge_structures_rejects_grids_of_different_shape():
     with pytest.raises(ValueError, match="differ in shape"):
         merge_structures(np.zeros((4, 4, 4), np.uint8), np.zeros((4, 4, 5), np.uint8))
