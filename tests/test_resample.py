@@ -120,3 +120,20 @@ def test_sub_volume_keeps_every_voxel_in_place():
     np.testing.assert_allclose(sub.index_to_lps(np.array([[1, 2, 1]])), vol.index_to_lps(np.array([[1, 7, 8]])))
     with pytest.raises(ValueError, match="holds no voxel"):
         vol.sub_volume((0, 0, 30), (10, 20, 40))
+
+
+def test_grid_ceiling_is_perfect_on_the_series_grid_and_falls_for_thin_structures_on_coarse_grids():
+    """validation.grid_ceiling: a structure sent through the model grid and back (as a perfect model's fractions,
+    through the application's own probability mapping) keeps its voxels on its own grid; on a 3 mm grid a thick
+    block keeps most of them and a 2 mm plate (cortex-like) far fewer; a 6 mm grid loses the plate entirely."""
+    from validation.grid_ceiling import case_ceiling, round_trip
+
+    arr = np.zeros((60, 60, 60), np.uint8)
+    arr[10:50, 10:50, 10:30] = 1      # 40 x 40 x 20 mm block
+    arr[10:50, 10:50, 40:42] = 2      # 2 mm plate
+    vol = _volume(arr.shape, (1.0, 1.0, 1.0), arr)
+    np.testing.assert_array_equal(round_trip(vol, (1.0, 1.0, 1.0)), arr)
+    c = case_ceiling(vol, [3.0, 6.0])
+    assert c["3 mm"]["hip_bone_left"] > 0.9 and c["3 mm"]["tumour"] is None
+    assert c["3 mm"]["hip_bone_right"] < c["3 mm"]["hip_bone_left"] - 0.05
+    assert c["6 mm"]["hip_bone_right"] < 0.5
