@@ -20,8 +20,9 @@ from operators.base import ModelStageOperator
 class SegmentationOperator(ModelStageOperator):
     """Runs model ``model_name`` and stores its label map (uint8, D-H-W, series grid) in ``state.<target>``.
 
-    A model whose metadata has a ``sacral_region`` (the tumour model) also sets ``state.sacral_region``, which
-    the post-processing step uses to pick the tumour component.
+    The tumour model (``target`` ``tumour_labels``) also passes on, from its metadata, its ``sacral_region``
+    (``state.sacral_region``; the post-processing step picks the tumour component in it) and its grid spacing
+    (``state.tumour_grid_mm``, the edge margin of the truncation check).
     """
 
     def __init__(self, fragment: Fragment, *args: Any, target: str, **kwargs: Any) -> None:
@@ -31,10 +32,8 @@ class SegmentationOperator(ModelStageOperator):
 
     def run(self, state: RunState) -> None:
         m = self.model(state)
-        region = m.metadata.frame_region
-        if region is not None:
-            state.sacral_region = region
-        if self.model_name == state.config.models.tumour_seg:
+        if self.target == "tumour_labels":
+            state.sacral_region = m.metadata.frame_region
             state.tumour_grid_mm = max(m.metadata.seg.spacing_mm)
         labels = segment(state.require_loaded().volume, m.module, m.metadata, m.device, state.model_grids)
         setattr(state, self.target, labels)

@@ -45,7 +45,8 @@ def studies(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> dict[
     from training.phantom import generate_cohort
 
     root = tmp_path_factory.mktemp("app_studies")
-    manifest = generate_cohort(root / "cohort", n=2, seed=424242, classes=["chordoma"], no_tumour_fraction=0.5)
+    manifest = generate_cohort(root / "cohort", n=2, seed=424242, classes=["chordoma"], no_tumour_fraction=0.5,
+                               workers=2)
     with open(manifest, newline="") as f:
         rows = list(csv.DictReader(f))
     runs = run_apps([(manifest.parent / r["dicom_dir"], root / "out" / r["case_id"]) for r in rows], models_dir)
@@ -68,4 +69,4 @@ def phantom_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from training.phantom import TUMOUR_CLASSES, generate_cohort
 
     out = tmp_path_factory.mktemp("phantom_cohort")
-    return generate_cohort(out, n=7, seed=20261127, classes=list(TUMOUR_CLASSES) + ["none"])
+    return generate_cohort(out, n=7, seed=20261127, classes=list(TUMOUR_CLASSES) + ["none"], workers=2)

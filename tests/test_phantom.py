@@ -46,7 +46,7 @@ def case(tmp_path_factory):
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
     out = tmp_path_factory.mktemp("cohort")
-    man = ph.generate_cohort(out, n=4, seed=11, no_tumour_fraction=0.25)
+    man = ph.generate_cohort(out, n=4, seed=11, no_tumour_fraction=0.25, workers=2)
     with open(man) as fh:
         rows = list(csv.DictReader(fh))
     return out, man, rows

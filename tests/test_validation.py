@@ -410,7 +410,7 @@ def e2e_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from training.phantom import generate_cohort
 
     root = tmp_path_factory.mktemp("validation_cohort")
-    manifest = generate_cohort(root, n=3, seed=20261128, classes=E2E_CLASSES)
+    manifest = generate_cohort(root, n=3, seed=20261128, classes=E2E_CLASSES, workers=2)
     (root / "EMPTY").mkdir()
     (root / "EMPTY" / "note.txt").write_text("not DICOM")
     with open(manifest) as fh:
