@@ -15,7 +15,7 @@ import SimpleITK as sitk
 
 from core.model_metadata import CropSpec
 from core.segment import scale_intensity
-from core.volume import Volume, to_sitk
+from core.volume import Volume, bounding_box, to_sitk
 
 
 def tumour_crop(ct: Volume, tumour_mask: np.ndarray, spec: CropSpec) -> np.ndarray:
@@ -26,12 +26,11 @@ def tumour_crop(ct: Volume, tumour_mask: np.ndarray, spec: CropSpec) -> np.ndarr
     """
     if tumour_mask.shape != ct.shape:
         raise ValueError("tumour mask and CT grids differ")
-    idx = np.argwhere(tumour_mask)
-    if idx.size == 0:
+    box = bounding_box(tumour_mask)
+    if box is None:
         raise ValueError("empty tumour mask: nothing to classify")
-    corners = np.array([[a, b, c] for a in (idx[:, 0].min(), idx[:, 0].max())
-                        for b in (idx[:, 1].min(), idx[:, 1].max())
-                        for c in (idx[:, 2].min(), idx[:, 2].max())], float)
+    d, h, w = ((b.start, b.stop - 1) for b in box)
+    corners = np.array([[a, b, c] for a in d for b in h for c in w], float)
     lps = ct.index_to_lps(corners)
     centre = (lps.min(0) + lps.max(0)) / 2.0
     side = max(float((lps.max(0) - lps.min(0)).max()) + 2.0 * spec.margin_mm, spec.min_side_mm)

@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from core.volume import Volume
+from core.volume import Volume, bounding_box
 
 __all__ = [
     "FrameRegion", "HipFrame", "HipFrameError", "NoTumourError", "hip_frame_from_labels", "hip_bone_truncated",
@@ -160,15 +160,13 @@ class FrameRegion:
 
 def _voxel_centres_lps(labels: Volume, mask: np.ndarray) -> np.ndarray:
     """(N, 3) LPS mm positions of the voxel centres where ``mask`` is True (in C order of the D-H-W grid)."""
-    # the mask's bounding box first: three reductions and a search in the box are about 3x faster than a search
-    # in the whole grid (a 512 x 512 x 300 series: 0.06 s instead of 0.22 s per structure)
-    box = [np.flatnonzero(mask.any(axis=other)) for other in ((1, 2), (0, 2), (0, 1))]
-    if any(len(b) == 0 for b in box):
+    # the mask's bounding box first: a search in the box is about 3x faster than one in the whole grid
+    # (a 512 x 512 x 300 series: 0.06 s instead of 0.22 s per structure)
+    box = bounding_box(mask)
+    if box is None:
         return np.empty((0, 3))
-    start = np.array([b[0] for b in box], dtype=np.float64)
-    sub = mask[box[0][0]:box[0][-1] + 1, box[1][0]:box[1][-1] + 1, box[2][0]:box[2][-1] + 1]
-    idx = np.stack(np.nonzero(sub), axis=1).astype(np.float64)
-    idx += start
+    idx = np.stack(np.nonzero(mask[box]), axis=1).astype(np.float64)
+    idx += np.array([b.start for b in box], dtype=np.float64)
     return labels.index_to_lps(idx)
 
 

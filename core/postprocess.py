@@ -16,7 +16,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from core.hip_frame import FrameRegion, HipFrame, HipFrameError, hip_frame_from_labels
-from core.volume import Volume
+from core.volume import Volume, bounding_box
 
 __all__ = ["Merged", "largest_component", "keep_largest_per_label", "merge_structures"]
 
@@ -43,18 +43,6 @@ def _largest(mask: np.ndarray, fully_connected: bool) -> np.ndarray:
     return _components_by_size(mask, fully_connected) == 1
 
 
-def _bbox(mask: np.ndarray) -> tuple[slice, slice, slice] | None:
-    """Tight D-H-W bounding box of the True voxels, or None when there are none."""
-    out = []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        hit = np.flatnonzero(np.any(mask, axis=other))
-        if hit.size == 0:
-            return None
-        out.append(slice(int(hit[0]), int(hit[-1]) + 1))
-    return tuple(out)  # type: ignore[return-value]
-
-
 def largest_component(mask: np.ndarray, connectivity: int = 26) -> np.ndarray:
     """Keep only the largest connected component of a binary mask.
 
@@ -70,7 +58,7 @@ def largest_component(mask: np.ndarray, connectivity: int = 26) -> np.ndarray:
         raise ValueError(f"mask must be 3-D (D, H, W), got shape {mask.shape}")
     fully = _check_connectivity(connectivity)
     fg = mask != 0
-    box = _bbox(fg)
+    box = bounding_box(fg)
     out = np.zeros(fg.shape, dtype=bool)
     if box is None:
         return out
@@ -106,7 +94,7 @@ def keep_largest_per_label(labels: np.ndarray, values: Sequence[int], connectivi
         if not 1 <= value <= 255:
             raise ValueError(f"label value {value} must lie in 1..255")
         m = out == value
-        box = _bbox(m)
+        box = bounding_box(m)
         if box is None:
             continue
         sub = m[box]
@@ -136,7 +124,7 @@ class Merged(NamedTuple):
 def _drop_tumour(labels: np.ndarray, affine: np.ndarray) -> tuple[float, ...]:
     """Remove every tumour voxel of ``labels`` (in place); the components' volumes (mL), largest first."""
     tumour = labels == TUMOUR
-    box = _bbox(tumour)
+    box = bounding_box(tumour)
     if box is None:
         return ()
     comps = _components_by_size(tumour[box], True)
@@ -150,7 +138,7 @@ def _tumour_in_region(labels: Volume, region: FrameRegion, frame: HipFrame) -> t
     """The largest tumour component whose centroid lies in ``region`` of ``frame``."""
     tumour = labels.array == TUMOUR
     out = np.zeros(tumour.shape, dtype=bool)
-    box = _bbox(tumour)
+    box = bounding_box(tumour)
     if box is None:
         return out, ()
     comps = _components_by_size(tumour[box], True)

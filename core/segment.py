@@ -18,7 +18,7 @@ import torch
 
 from core.inference import predict_probabilities
 from core.model_metadata import IntensityWindow, ModelMetadata
-from core.volume import Volume, from_sitk, to_sitk
+from core.volume import Volume, bounding_box, from_sitk, to_sitk
 
 
 def _block_mean(img: sitk.Image, new_sp: Sequence[float]) -> sitk.Image:
@@ -110,12 +110,10 @@ def model_input(ct: Volume, metadata: ModelMetadata, grids: dict[tuple[float | b
 
 
 def _foreground_box(fg: np.ndarray, margin: int = 2) -> tuple[slice, ...] | None:
-    idx = np.argwhere(fg)
-    if idx.size == 0:
+    box = bounding_box(fg)
+    if box is None:
         return None
-    lo = np.maximum(idx.min(0) - margin, 0)
-    hi = np.minimum(idx.max(0) + margin + 1, fg.shape)
-    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    return tuple(slice(max(b.start - margin, 0), min(b.stop + margin, n)) for b, n in zip(box, fg.shape))
 
 
 def probabilities_to_labels(

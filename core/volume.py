@@ -122,6 +122,22 @@ def affine_from_dicom(
     return aff
 
 
+def bounding_box(mask: np.ndarray) -> tuple[slice, slice, slice] | None:
+    """Tight D-H-W bounding box of the True (non-zero) voxels of a 3-D ``mask``, or None when there are none.
+
+    Found from one reduction per axis, without listing the voxels: on a 512 x 512 x 300 grid a few times faster
+    than ``np.argwhere``.
+    """
+    out = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        hit = np.flatnonzero(np.any(mask, axis=other))
+        if hit.size == 0:
+            return None
+        out.append(slice(int(hit[0]), int(hit[-1]) + 1))
+    return out[0], out[1], out[2]
+
+
 def to_sitk(vol: Volume) -> sitk.Image:
     """SimpleITK image with the same voxels and LPS geometry (SimpleITK index order x=w, y=h, z=d)."""
     img = sitk.GetImageFromArray(np.ascontiguousarray(vol.array))

@@ -137,3 +137,18 @@ def test_grid_ceiling_is_perfect_on_the_series_grid_and_falls_for_thin_structure
     assert c["3 mm"]["hip_bone_left"] > 0.9 and c["3 mm"]["tumour"] is None
     assert c["3 mm"]["hip_bone_right"] < c["3 mm"]["hip_bone_left"] - 0.05
     assert c["6 mm"]["hip_bone_right"] < 0.5
+
+
+def test_bounding_box_is_the_tight_box_of_the_mask():
+    from core.volume import bounding_box
+
+    rng = np.random.default_rng(9)
+    for _ in range(5):
+        mask = np.zeros((20, 30, 40), bool)
+        lo = rng.integers(0, 10, 3)
+        hi = lo + rng.integers(1, 10, 3)
+        mask[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = rng.random(tuple(hi - lo)) < 0.3
+        mask[tuple(lo)] = mask[tuple(hi - 1)] = True
+        idx = np.argwhere(mask)
+        assert bounding_box(mask) == tuple(slice(int(a), int(b) + 1) for a, b in zip(idx.min(0), idx.max(0)))
+    assert bounding_box(np.zeros((3, 4, 5), np.uint8)) is None
