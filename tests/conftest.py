@@ -7,14 +7,16 @@ registered in pyproject.toml); a test without one is a collection error.
 from __future__ import annotations
 
 import csv
+import math
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from app.launch import AppRun, run_app, run_apps
 
-__all__ = ["MODELS", "REPO", "SHARED_DATA", "AppRun", "run_app", "run_apps"]
+__all__ = ["MODELS", "REPO", "SHARED_DATA", "AppRun", "assert_nested_close", "run_app", "run_apps"]
 
 REPO = Path(__file__).resolve().parents[1]
 TIERS = ("unit", "app", "system")
@@ -28,6 +30,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if untiered:
         raise pytest.UsageError(f"tests without a tier marker ({', '.join(TIERS)}): {', '.join(untiered[:10])}")
 SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def assert_nested_close(a: Any, b: Any, *, rel: float, abs_tol: float, path: str = "") -> None:
+    """``a`` equals ``b`` through nested dicts and lists, numbers where either side is a float to within ``rel``
+    (relative) or ``abs_tol`` (absolute), everything else exactly; the message names the path that differs."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        assert a.keys() == b.keys(), f"{path}: keys {sorted(a)} != {sorted(b)}"
+        for k in a:
+            assert_nested_close(a[k], b[k], rel=rel, abs_tol=abs_tol, path=f"{path}.{k}")
+    elif isinstance(a, list) and isinstance(b, list):
+        assert len(a) == len(b), f"{path}: lengths {len(a)} != {len(b)}"
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_nested_close(x, y, rel=rel, abs_tol=abs_tol, path=f"{path}[{i}]")
+    elif isinstance(a, float) or isinstance(b, float):
+        assert isinstance(a, (int, float)) and isinstance(b, (int, float)), f"{path}: {a!r} != {b!r}"
+        assert math.isclose(a, b, rel_tol=rel, abs_tol=abs_tol), f"{path}: {a} != {b}"
+    else:
+        assert a == b, f"{path}: {a!r} != {b!r}"
 MODELS = Path(os.environ.get("SACRAL_TEST_MODELS", REPO / "models"))
 
 

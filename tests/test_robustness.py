@@ -8,14 +8,13 @@ unconditionally; the model-dependent part is asserted for the status the models 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 import pydicom
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, assert_nested_close
 from robust_cases import ALL_CASES, IDENT, NON_ASCII_NAME, CaseRun, Cases
 
 from core.run_state import output_files
@@ -33,27 +32,10 @@ def cases(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Cases:
     return Cases.get(tmp_path_factory)
 
 
-def _approx(a: Any, b: Any, path: str = "") -> None:
-    """Equal up to float round-off (1e-4 relative), recursively."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        assert a.keys() == b.keys(), f"{path}: keys {sorted(a)} != {sorted(b)}"
-        for k in a:
-            _approx(a[k], b[k], f"{path}.{k}")
-    elif isinstance(a, list) and isinstance(b, list):
-        assert len(a) == len(b), f"{path}: lengths {len(a)} != {len(b)}"
-        for i, (x, y) in enumerate(zip(a, b)):
-            _approx(x, y, f"{path}[{i}]")
-    elif isinstance(a, float) or isinstance(b, float):
-        assert isinstance(a, (int, float)) and isinstance(b, (int, float)), f"{path}: {a!r} != {b!r}"
-        assert math.isclose(a, b, rel_tol=1e-4, abs_tol=1e-6), f"{path}: {a} != {b}"
-    else:
-        assert a == b, f"{path}: {a!r} != {b!r}"
-
-
 def assert_same_findings(run: CaseRun, ref: CaseRun, keys: tuple[str, ...] = FINDINGS) -> None:
     assert run.run.returncode == 0, run.run.stderr[-3000:]
     for k in keys:
-        _approx(run.result[k], ref.result[k], k)
+        assert_nested_close(run.result[k], ref.result[k], rel=1e-4, abs_tol=1e-6, path=k)  # float round-off
 
 
 def assert_analysed(run: CaseRun) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from sklearn.metrics import (
     roc_curve,
 )
 
+from conftest import assert_nested_close
 from tools import require_tool
 from validation import metrics as M
 from validation.manifest import ManifestError, age_band, read_manifest
@@ -550,23 +551,7 @@ def test_e2e_resume_after_kill(e2e_report: Path, e2e_cohort: Path, models_dir: P
     b = json.loads((out / "metrics.json").read_text())
     # the study run again alone had both cores (two threads), in the first run it had one: numbers may differ in
     # their last bits, nothing else
-    assert_close(comparable(a), comparable(b))
-
-
-def assert_close(a: Any, b: Any, path: str = "") -> None:
-    """Equal, with floats equal to 1e-9 relative (recursively through dicts and lists)."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        assert a.keys() == b.keys(), f"{path}: keys {sorted(a)} != {sorted(b)}"
-        for k in a:
-            assert_close(a[k], b[k], f"{path}.{k}")
-    elif isinstance(a, list) and isinstance(b, list):
-        assert len(a) == len(b), f"{path}: lengths {len(a)} != {len(b)}"
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_close(x, y, f"{path}[{i}]")
-    elif isinstance(a, float) and isinstance(b, float):
-        assert a == pytest.approx(b, rel=1e-9, abs=1e-12), path
-    else:
-        assert a == b, f"{path}: {a!r} != {b!r}"
+    assert_nested_close(comparable(a), comparable(b), rel=1e-9, abs_tol=1e-12)
 
 
 @pytest.mark.system
