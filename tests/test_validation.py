@@ -658,3 +658,47 @@ def test_runner_runs_again_a_study_of_other_models(tmp_path: Path) -> None:
     image = RunConfig(report_dir=tmp_path / "rep", image="sacral:0.1.0")   # the image's own models: unknown
     publish("b" * 64)
     assert validated_models(image) == {} and is_finished(image, "K2")
+
+
+def _label_volume(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A random D-H-W label map on a feet-first grid: rows run to patient right (-x), slices to the feet (-z)."""
+    from core.volume import affine_from_dicom
+    labels = rng.integers(0, 4, size=(5, 6, 7)).astype(np.uint8)
+    affine = affine_from_dicom(np.array([40.0, -30.0, 100.0]), np.array([-1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0]),
+                               np.array([0.0, 0.0, -1.0]), (0.8, 0.7), 2.5)
+    return labels, affine
+
+
+def _write_labels(path: Path, array: np.ndarray, affine: np.ndarray) -> Path:
+    import SimpleITK as sitk
+    from core.volume import Volume, to_sitk
+    sitk.WriteImage(to_sitk(Volume(array, affine)), str(path))
+    return path
+
+
+def test_reference_on_the_dicom_grid_is_read_voxel_for_voxel(tmp_path: Path) -> None:
+    """The reference label map is compared voxel for voxel with the SEG on the DICOM grid: the same grid as is,
+    the grid of a feet-first series written foot to head (slice axis reversed: every feet-first study of the
+    0.4.x held-out cohort was left out of the segmentation figures before this), or with its rows and columns
+    swapped. Another grid, shifted by half a voxel or cropped, is refused, never resampled."""
+    from validation.segmentation import SegEvaluationError, read_reference
+    labels, affine = _label_volume(np.random.default_rng(3))
+    shape = labels.shape
+    same = _write_labels(tmp_path / "same.nii.gz", labels, affine)
+    assert np.array_equal(read_reference(same, affine, shape), labels)
+    flipped_affine = affine.copy()                    # the same voxels, slices from the last DICOM slice upwards
+    flipped_affine[:3, 3] = affine[:3, :3] @ [shape[0] - 1, 0, 0] + affine[:3, 3]
+    flipped_affine[:3, 0] = -affine[:3, 0]
+    reversed_ = _write_labels(tmp_path / "reversed.nii.gz", labels[::-1].copy(), flipped_affine)
+    assert np.array_equal(read_reference(reversed_, affine, shape), labels)
+    swapped_affine = affine.copy()                    # rows and columns swapped
+    swapped_affine[:3, [1, 2]] = affine[:3, [2, 1]]
+    swapped = _write_labels(tmp_path / "swapped.nii.gz", labels.transpose(0, 2, 1).copy(), swapped_affine)
+    assert np.array_equal(read_reference(swapped, affine, shape), labels)
+    shifted_affine = affine.copy()
+    shifted_affine[:3, 3] += affine[:3, 2] * 0.5
+    with pytest.raises(SegEvaluationError, match="not on the DICOM grid"):
+        read_reference(_write_labels(tmp_path / "shifted.nii.gz", labels, shifted_affine), affine, shape)
+    with pytest.raises(SegEvaluationError, match="voxel for voxel"):
+        read_reference(_write_labels(tmp_path / "cropped.nii.gz", labels[1:].copy(),
+                                     flipped_affine), affine, shape)
