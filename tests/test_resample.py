@@ -139,6 +139,20 @@ def test_grid_ceiling_is_perfect_on_the_series_grid_and_falls_for_thin_structure
     assert c["6 mm"]["hip_bone_right"] < 0.5
 
 
+def test_grid_ceiling_of_hard_targets_is_below_that_of_fractions():
+    """``--targets hard``: nearest-neighbour labels on the model grid (the training targets) sent back as one-hot
+    probabilities lose more of an oblique plate than a perfect model's fractions do, and nothing on the series'
+    own grid."""
+    from validation.grid_ceiling import case_ceiling, round_trip_hard
+
+    d, h, w = np.meshgrid(*(np.arange(60),) * 3, indexing="ij")
+    arr = (np.abs(d + 0.6 * h - 0.3 * w - 40) < 3).astype(np.uint8)     # a 6 mm-thick oblique plate
+    vol = _volume(arr.shape, (1.0, 1.0, 1.0), arr)
+    np.testing.assert_array_equal(round_trip_hard(vol, (1.0, 1.0, 1.0)), arr)
+    soft, hard = case_ceiling(vol, [3.0])["3 mm"], case_ceiling(vol, [3.0], "hard")["3 mm"]
+    assert 0.5 < hard["hip_bone_left"] < soft["hip_bone_left"] - 0.03
+
+
 def test_bounding_box_is_the_tight_box_of_the_mask():
     from core.volume import bounding_box
 

@@ -8,6 +8,10 @@ linear interpolation, argmax against background). The Dice of that round trip wi
 of any model working on that grid through the application's own resampling: the part of the error that comes from
 the grid, not from the network.
 
+``--targets hard`` asks a second question: the Dice of a model that reproduces exactly its training targets, the
+label map resampled to the model grid by nearest neighbour (what ``training.data.prepare`` caches), as one-hot
+probabilities through the same mapping back. The gap between the two is what training on hard labels costs.
+
     python -m validation.grid_ceiling --manifest COHORT/manifest.csv --spacing 3 --spacing 2 --out ceiling.json
 
 Use development cohorts only (``training/config.yaml`` ``evaluation.development``): it informs a decision.
@@ -44,17 +48,29 @@ def round_trip(labels: Volume, spacing_dhw: Sequence[float], values: Sequence[in
     return probabilities_to_labels(probs, grid, labels, values)
 
 
+def round_trip_hard(labels: Volume, spacing_dhw: Sequence[float],
+                    values: Sequence[int] = tuple(STRUCTURES)) -> np.ndarray:
+    """``labels`` (D-H-W, LPS) resampled to a model grid of ``spacing_dhw`` mm by nearest neighbour (the training
+    targets), then back as one-hot probabilities through the application's mapping: uint8 labels on its grid."""
+    hard = canonical_resample(labels, spacing_dhw, is_label=True)
+    probs = np.stack([hard.array == v for v in (0, *values)]).astype(np.float32)
+    return probabilities_to_labels(probs, hard, labels, values)
+
+
 def dice(a: np.ndarray, b: np.ndarray) -> float | None:
     """Dice of two boolean masks; None when both are empty."""
     n = int(a.sum()) + int(b.sum())
     return None if n == 0 else 2.0 * int((a & b).sum()) / n
 
 
-def case_ceiling(labels: Volume, spacings: Sequence[float]) -> dict[str, dict[str, float | None]]:
-    """{f"{s:g} mm": {structure: Dice of the round trip}} for each isotropic spacing ``s`` (mm)."""
+def case_ceiling(labels: Volume, spacings: Sequence[float], targets: str = "soft"
+                 ) -> dict[str, dict[str, float | None]]:
+    """{f"{s:g} mm": {structure: Dice of the round trip}} for each isotropic spacing ``s`` (mm); ``targets``
+    "soft" (:func:`round_trip`, a perfect model) or "hard" (:func:`round_trip_hard`, the training targets)."""
+    trip = {"soft": round_trip, "hard": round_trip_hard}[targets]
     out: dict[str, dict[str, float | None]] = {}
     for s in spacings:
-        back = round_trip(labels, (s, s, s))
+        back = trip(labels, (s, s, s))
         out[f"{s:g} mm"] = {name: dice(labels.array == v, back == v) for v, name in STRUCTURES.items()}
     return out
 
@@ -67,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--manifest", type=Path, required=True)
     ap.add_argument("--spacing", type=float, action="append", required=True, help="isotropic model grid, mm")
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--targets", choices=("soft", "hard"), default="soft",
+                    help="soft: a perfect model's fractions (default); hard: nearest-neighbour training targets")
     a = ap.parse_args(argv)
     cases, _ = read_manifest(a.manifest)
     rows: list[dict[str, Any]] = []
@@ -75,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         _, labels, _ = load_case(case)
         row = {"case_id": case.case_id, "spacing_mm": [float(x) for x in labels.spacing],
-               "ceiling": case_ceiling(labels, a.spacing)}
+               "ceiling": case_ceiling(labels, a.spacing, a.targets)}
         rows.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
     summary: dict[str, dict[str, dict[str, float]]] = {}
@@ -88,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
                 summary[key][name] = {"n": len(vals), "mean": round(float(np.mean(vals)), 4),
                                       "min": round(float(np.min(vals)), 4), "max": round(float(np.max(vals)), 4)}
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps({"manifest": str(a.manifest), "summary": summary, "cases": rows}, indent=2) + "\n")
+    doc = {"manifest": str(a.manifest), "targets": a.targets, "summary": summary, "cases": rows}
+    a.out.write_text(json.dumps(doc, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
     return 0
 
