@@ -138,6 +138,33 @@ def bounding_box(mask: np.ndarray) -> tuple[slice, slice, slice] | None:
     return out[0], out[1], out[2]
 
 
+def lattice_view(src: Volume, affine: np.ndarray, shape: Sequence[int]) -> np.ndarray | None:
+    """``src``'s values at the voxel centres of the grid ``affine`` (D-H-W -> LPS) and ``shape``, when every one of
+    them is a voxel centre of ``src``: the same lattice, its axes possibly in another order or direction (a
+    feet-first series sorted head to foot beside a label map written foot to head), ``src`` possibly larger.
+
+    Returns a D-H-W view of ``src.array`` (slices and a transpose: no copy, no interpolation), or None when the
+    grids do not share their voxel centres (tolerances: 1e-4 in the index rotation, 1e-3 voxel in the offset).
+    """
+    m = np.linalg.solve(src.affine, np.asarray(affine, dtype=np.float64))  # grid index -> src index
+    rot = np.round(m[:3, :3])
+    if not (np.allclose(m[:3, :3], rot, atol=1e-4) and np.allclose(np.abs(rot).sum(0), 1)
+            and np.allclose(np.abs(rot).sum(1), 1)):
+        return None
+    if not np.allclose(m[:3, 3], np.round(m[:3, 3]), atol=1e-3):
+        return None
+    start = np.rint(m[:3, 3]).astype(int)
+    perm = np.abs(rot).argmax(axis=0)                                      # src axis of each grid axis
+    slices: list[slice] = [slice(None)] * 3
+    for k, n in enumerate(shape):
+        j, step = int(perm[k]), int(rot[perm[k], k])
+        first, last = int(start[j]), int(start[j]) + step * (int(n) - 1)
+        if min(first, last) < 0 or max(first, last) >= src.array.shape[j]:
+            return None
+        slices[j] = slice(first, last + 1) if step > 0 else slice(first, last - 1 if last > 0 else None, -1)
+    return np.transpose(src.array[tuple(slices)], [int(j) for j in perm])
+
+
 def to_sitk(vol: Volume) -> sitk.Image:
     """SimpleITK image with the same voxels and LPS geometry (SimpleITK index order x=w, y=h, z=d)."""
     img = sitk.GetImageFromArray(np.ascontiguousarray(vol.array))

@@ -166,3 +166,31 @@ def test_bounding_box_is_the_tight_box_of_the_mask():
         idx = np.argwhere(mask)
         assert bounding_box(mask) == tuple(slice(int(a), int(b) + 1) for a, b in zip(idx.min(0), idx.max(0)))
     assert bounding_box(np.zeros((3, 4, 5), np.uint8)) is None
+
+
+def test_lattice_view_reindexes_the_same_voxels_and_refuses_other_grids():
+    """core.volume.lattice_view: a larger map of the same lattice with its slice axis reversed and its rows and
+    columns swapped gives back exactly the grid's voxels (as fancy indexing voxel by voxel does); a grid shifted
+    by half a voxel, one reaching outside the map, or one with other spacing gives None."""
+    from core.volume import lattice_view
+
+    rng = np.random.default_rng(5)
+    grid = _volume((6, 7, 8), (2.5, 0.8, 0.6), np.zeros((6, 7, 8), np.uint8), feet_first=True)
+    big_shape = (10, 9, 12)                       # src axes: (grid d reversed, grid w, grid h), 2-3 voxels larger
+    src_aff = np.eye(4)
+    src_aff[:3, 0] = -grid.affine[:3, 0]
+    src_aff[:3, 1] = grid.affine[:3, 2]
+    src_aff[:3, 2] = grid.affine[:3, 1]
+    src_aff[:3, 3] = grid.affine[:3, 3] - src_aff[:3, :3] @ np.array([8, 1, 2])   # grid voxel 0 at src (8, 1, 2)
+    src = Volume(rng.integers(0, 255, big_shape).astype(np.uint8), src_aff)
+    got = lattice_view(src, grid.affine, grid.shape)
+    idx = np.indices(grid.shape).reshape(3, -1).T.astype(float)
+    want = src.array[tuple(np.rint(src.lps_to_index(grid.index_to_lps(idx))).astype(int).T)].reshape(grid.shape)
+    assert got is not None and np.array_equal(got, want) and np.shares_memory(got, src.array)
+    shifted = grid.affine.copy()
+    shifted[:3, 3] += grid.affine[:3, 1] * 0.5
+    assert lattice_view(src, shifted, grid.shape) is None
+    assert lattice_view(src, grid.affine, (10, 7, 8)) is None          # slices beyond the map's first one
+    finer = grid.affine.copy()
+    finer[:3, 2] *= 0.5
+    assert lattice_view(src, finer, grid.shape) is None

@@ -39,7 +39,7 @@ from core.model_metadata import CropSpec, ModelMetadata, SegmentationSpec
 from core.postprocess import HIP_LEFT, HIP_RIGHT, TUMOUR, merge_structures
 from core.segment import canonical_resample, segment
 from core.series_selection import select_series
-from core.volume import Volume, from_sitk
+from core.volume import Volume, from_sitk, lattice_view
 
 @dataclass
 class Case:
@@ -105,25 +105,11 @@ def load_case(case: Case) -> tuple[Volume, Volume, Any]:
 def on_grid_of(lab: Volume, ct: Volume, case_id: str = "") -> Volume:
     """``lab`` on ``ct``'s grid. The label map must cover the same voxel centres as the series (it may store them
     in another axis order or direction, e.g. a feet-first series loaded slice-normal first): it is then
-    re-indexed exactly; any other grid is refused with a ValueError."""
-    if lab.shape == ct.shape and np.allclose(lab.affine, ct.affine, atol=1e-3):
-        return Volume(lab.array, ct.affine.copy(), lab.meta)   # exactly the series' grid (no rounding drift)
-    # index of ct voxel centres in lab's grid must be a signed permutation of ct's index
-    m = np.linalg.solve(lab.affine, ct.affine)
-    rot = np.round(m[:3, :3])
-    ok = (np.allclose(m[:3, :3], rot, atol=1e-4) and np.allclose(np.abs(rot).sum(0), 1)
-          and np.allclose(np.abs(rot).sum(1), 1))
-    if ok:
-        corners = np.array([[0, 0, 0], np.array(ct.shape) - 1], float)
-        mapped = corners @ m[:3, :3].T + m[:3, 3]
-        ok = (np.allclose(mapped, np.round(mapped), atol=1e-3) and mapped.min() > -1e-3
-              and np.all(mapped.max(0) <= np.array(lab.shape) - 1 + 1e-3))
-    if not ok:
+    re-indexed exactly (:func:`core.volume.lattice_view`); any other grid is refused with a ValueError."""
+    arr = lattice_view(lab, ct.affine, ct.shape)
+    if arr is None:
         raise ValueError(f"{case_id}: label map grid differs from the DICOM series grid")
-    idx = np.indices(ct.shape).reshape(3, -1).T.astype(float)
-    src = np.rint(idx @ m[:3, :3].T + m[:3, 3]).astype(int)
-    arr = lab.array[src[:, 0], src[:, 1], src[:, 2]].reshape(ct.shape)
-    return Volume(arr, ct.affine.copy(), lab.meta)
+    return Volume(np.ascontiguousarray(arr), ct.affine.copy(), lab.meta)
 
 
 def _is_dicom(path: Path) -> bool:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,9 +30,11 @@ import numpy as np
 
 from core.segment import canonical_resample, probabilities_to_labels
 from core.volume import Volume
+from validation import metrics, segmentation
 
-#: label value -> name, the reference label maps' values (training.phantom)
-STRUCTURES = {1: "hip_bone_left", 2: "hip_bone_right", 3: "tumour"}
+#: label value -> name of the structures the validation compares (:data:`validation.segmentation.STRUCTURES`), in
+#: value order
+STRUCTURES = {value: name for name, (value, _) in sorted(segmentation.STRUCTURES.items(), key=lambda kv: kv[1][0])}
 
 
 def round_trip(labels: Volume, spacing_dhw: Sequence[float], values: Sequence[int] = tuple(STRUCTURES)) -> np.ndarray:
@@ -58,9 +61,9 @@ def round_trip_hard(labels: Volume, spacing_dhw: Sequence[float],
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float | None:
-    """Dice of two boolean masks; None when both are empty."""
-    n = int(a.sum()) + int(b.sum())
-    return None if n == 0 else 2.0 * int((a & b).sum()) / n
+    """:func:`validation.metrics.dice` of two boolean masks, None (for JSON) when both are empty."""
+    d = metrics.dice(a, b)
+    return None if math.isnan(d) else d
 
 
 def case_ceiling(labels: Volume, spacings: Sequence[float], targets: str = "soft"

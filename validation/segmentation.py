@@ -23,7 +23,7 @@ import SimpleITK as sitk
 from pydicom.errors import InvalidDicomError
 
 from core.dicom_header import merge_rules
-from core.volume import affine_from_dicom, from_sitk
+from core.volume import affine_from_dicom, from_sitk, lattice_view
 from validation.metrics import dice
 
 #: structure -> (label value in the reference map, SEG segment label written by core.seg_output)
@@ -92,46 +92,21 @@ def read_seg_labels(seg_path: Path, sources: list[pydicom.Dataset]) -> np.ndarra
     return out
 
 
-def _lattice_map(ref_affine: np.ndarray, affine: np.ndarray) -> tuple[tuple[int, int, int], tuple[bool, bool, bool],
-                                                                     np.ndarray] | None:
-    """How the voxels of a grid (``affine``, D-H-W -> LPS) lie in another grid's array (``ref_affine``): per axis
-    of ``affine``, the reference axis it runs along, whether it runs backwards, and the reference index of voxel
-    (0, 0, 0). ``None`` unless the two grids share their voxel centres (the same lattice, its axes possibly
-    reversed or permuted: a feet-first series sorted head to foot beside a label map written foot to head)."""
-    m = np.linalg.inv(ref_affine) @ affine          # DICOM index -> reference index
-    rot, shift = m[:3, :3], m[:3, 3]
-    perm = np.abs(rot).argmax(axis=0)               # reference axis of each DICOM axis
-    signed = np.zeros((3, 3))
-    signed[perm, range(3)] = np.sign(rot[perm, range(3)])
-    if sorted(perm.tolist()) != [0, 1, 2] or not np.allclose(rot, signed, atol=1e-3) \
-            or not np.allclose(shift, np.round(shift), atol=1e-2):
-        return None
-    return (int(perm[0]), int(perm[1]), int(perm[2])), \
-        (bool(signed[perm[0], 0] < 0), bool(signed[perm[1], 1] < 0), bool(signed[perm[2], 2] < 0)), \
-        np.round(shift).astype(int)
-
-
 def read_reference(label_path: Path, affine: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
     """The reference label map as a D-H-W array on the analysis grid (``affine``, ``shape``).
 
     The label map must hold exactly the grid's voxels: the same affine, or the same lattice with its axes in
-    another order or direction (it is then re-indexed, no interpolation). Anything else raises
-    :class:`SegEvaluationError`: a reference on another grid is not resampled behind the caller's back.
+    another order or direction (it is then re-indexed, no interpolation: :func:`core.volume.lattice_view`).
+    Anything else raises :class:`SegEvaluationError`: a reference on another grid is not resampled behind the
+    caller's back.
     """
     ref = from_sitk(sitk.ReadImage(str(label_path)))
-    mapping = _lattice_map(ref.affine, affine)
-    if mapping is None:
-        raise SegEvaluationError("reference label map is not on the DICOM grid (origin/spacing/direction differ)")
-    perm, flip, start = mapping
-    arr = np.transpose(np.asarray(ref.array), perm)     # reference axes in the order of the DICOM axes
-    for axis, f in enumerate(flip):
-        if f:
-            arr = np.flip(arr, axis)
-    # voxel (0,0,0) of the DICOM grid must be the first voxel of the re-indexed array
-    first = [start[perm[k]] if not flip[k] else ref.array.shape[perm[k]] - 1 - start[perm[k]] for k in range(3)]
-    if arr.shape != tuple(shape) or any(first):
+    if ref.array.size != int(np.prod(shape)):
         raise SegEvaluationError(f"reference label map {ref.array.shape} does not cover the DICOM grid {tuple(shape)} "
                                  f"voxel for voxel")
+    arr = lattice_view(ref, affine, shape)
+    if arr is None:
+        raise SegEvaluationError("reference label map is not on the DICOM grid (origin/spacing/direction differ)")
     return np.ascontiguousarray(arr)
 
 
