@@ -91,6 +91,24 @@ def _sacral_region(index: list[dict], train_ids: list[str], margin: float) -> Sa
     return SacralRegion.around(locs, margin, f"centroids of the {len(locs)} training tumours (reference masks)")
 
 
+# Parallel training (--seg-workers > 1): the jobs not yet finished, shared between the worker processes, so that a
+# model still training takes the CPUs of one that has finished (:func:`_threads_now`).
+_REMAINING: Any = None
+_CPUS = 1
+_WORKERS = 1
+
+
+def _init_seg_worker(remaining: Any, cpus: int, workers: int) -> None:
+    global _REMAINING, _CPUS, _WORKERS
+    _REMAINING, _CPUS, _WORKERS = remaining, cpus, workers
+    torch.set_num_threads(_threads_now())
+
+
+def _threads_now() -> int:
+    """Torch threads for one worker: the CPUs shared by the jobs still training (at most one per worker)."""
+    return max(1, _CPUS // max(1, min(_WORKERS, _REMAINING.value)))
+
+
 @dataclass(frozen=True)
 class SegStageJob:
     """One segmentation model to train, validate on the internal split and write (:func:`train_seg_stage`)."""
@@ -110,18 +128,25 @@ class SegStageJob:
 def train_seg_stage(job: SegStageJob) -> str:
     """Train one segmentation model, validate it on (up to 16 of) the internal validation cases on the model grid
     and write it to ``job.out / job.name``; returns the model's folder. Deterministic given the job and the
-    number of torch threads."""
+    number of torch threads (in parallel mode they rise when the other model has finished: :func:`_threads_now`)."""
     spec = job.spec
     meta = ModelMetadata(name=job.name, task="segmentation", description=spec["description"],
                          architecture=spec["architecture"], segmentation=job.seg_spec, **job.common)
+    threads_at_start = torch.get_num_threads()
     net, summary = train_segmenter(job.cache, job.name, job.train_ids, meta, iterations=job.iterations,
-                                   batch_size=int(spec.get("batch_size", 2)), seed=job.seed)
+                                   batch_size=int(spec.get("batch_size", 2)), seed=job.seed,
+                                   precision=str(spec.get("precision", "fp32")),
+                                   threads=_threads_now if _REMAINING is not None else None)
+    if _REMAINING is not None:
+        with _REMAINING.get_lock():
+            _REMAINING.value -= 1
+        torch.set_num_threads(_threads_now())
     region = _sacral_region(job.index, job.train_ids, float(spec["sacral_region_margin"])) \
         if "sacral_region_margin" in spec else None
     if region is not None:
         meta = replace(meta, segmentation=replace(meta.seg, sacral_region=region))
     validation = _seg_validation(job.cache, job.name, job.val_ids[:16], meta, net) if job.val_ids else {}
-    meta = replace(meta, training={**summary, "torch_threads": torch.get_num_threads(),
+    meta = replace(meta, training={**summary, "torch_threads": threads_at_start,
                                    "loss": "DiceCE, deep supervision",
                                    "patch_size_dhw": list(meta.seg.sliding_window.roi_size)},
                    internal_validation=validation)
@@ -206,9 +231,10 @@ def main(argv: list[str] | None = None) -> int:
     else:  # one process per model, each with its share of the CPUs (torch threads)
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
-        threads = max(1, len(os.sched_getaffinity(0)) // workers)
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=torch.set_num_threads, initargs=(threads,)) as pool:
+        ctx = multiprocessing.get_context("spawn")
+        remaining = ctx.Value("i", len(seg_jobs))
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_seg_worker,
+                                 initargs=(remaining, len(os.sched_getaffinity(0)), workers)) as pool:
             list(pool.map(train_seg_stage, seg_jobs))
 
     if "tumour_classifier" not in a.stages:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -72,11 +73,24 @@ def randomise(hu: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return x
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
 def train_segmenter(cache: Path, name: str, ids: list[str], meta: ModelMetadata, *, iterations: int,
-                    batch_size: int = 2, lr: float = 2e-3, seed: int = 0, log_every: int = 25
+                    batch_size: int = 2, lr: float = 2e-3, seed: int = 0, log_every: int = 25,
+                    precision: str = "fp32", threads: Callable[[], int] | None = None
                     ) -> tuple[torch.nn.Module, dict]:
     """Train and return (model in eval mode, training summary). ``meta`` is the model's metadata draft (its
-    ``architecture`` builds the network)."""
+    ``architecture`` builds the network).
+
+    ``precision``: "fp32", or "bf16" for the forward pass under CPU autocast to bfloat16 (weights, optimiser
+    state and loss stay float32; 1.85x faster per iteration on this machine's AVX512-BF16 CPU, measured on one
+    training step of the shipped architecture). The exported model is float32 either way.
+    ``threads``: called every ``log_every`` iterations; the torch thread count is set to what it returns (lets a
+    model trained beside another take the CPUs the other has freed). None: left as it is.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     seg = meta.seg
@@ -100,8 +114,9 @@ def train_segmenter(cache: Path, name: str, ids: list[str], meta: ModelMetadata,
             ys.append(pl[None].astype(np.int64))
         x = torch.from_numpy(np.stack(xs))
         y = torch.from_numpy(np.stack(ys))
-        outs = net(x)
-        outs = outs if isinstance(outs, (list, tuple)) else [outs]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            outs = net(x)
+        outs = [o.float() for o in (outs if isinstance(outs, (list, tuple)) else [outs])]
         loss = 0.0
         for k, o in enumerate(outs):
             yk = (y if o.shape[2:] == y.shape[2:]
@@ -113,10 +128,13 @@ def train_segmenter(cache: Path, name: str, ids: list[str], meta: ModelMetadata,
         sched.step()
         history.append(float(loss.detach()))
         if log_every and (it + 1) % log_every == 0:
+            if threads is not None and threads() != torch.get_num_threads():
+                torch.set_num_threads(threads())
+                print(f"[{name}] now {torch.get_num_threads()} torch threads", flush=True)
             print(f"[{name}] iter {it + 1}/{iterations} loss {np.mean(history[-log_every:]):.4f} "
                   f"({time.time() - t0:.0f} s)", flush=True)
     net.eval()
-    return net, {"iterations": iterations, "batch_size": batch_size, "lr": lr, "seed": seed,
+    return net, {"iterations": iterations, "batch_size": batch_size, "lr": lr, "seed": seed, "precision": precision,
                  "final_loss": float(np.mean(history[-min(25, len(history)):])),
                  "train_seconds": round(time.time() - t0, 1),
                  "n_cases": len(ids)}
