@@ -25,6 +25,7 @@ from core.series_selection import select_series
 from core.sr_output import read_sr_findings
 from core.volume import from_sitk
 from core.status import Status
+from validation.metrics import dice
 
 pytestmark = pytest.mark.app
 
@@ -49,10 +50,6 @@ def _seg_labels(seg_path: Path, dicom_dir: Path) -> tuple[np.ndarray, hd.seg.Seg
             assert_missing_frames_are_empty=True)
         labels[px[..., 0] > 0] = value_of[item.SegmentLabel]
     return labels, seg, loaded.datasets
-
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    return float(2 * np.logical_and(a, b).sum() / max(1, a.sum() + b.sum()))
 
 
 def test_tumour_study_result_json(studies: dict) -> None:
@@ -84,7 +81,7 @@ def test_segmentation_matches_reference(studies: dict) -> None:
     ref = _reference(row)
     labels, _, _ = _seg_labels(run.output_dir / run.result["outputs"]["seg"], Path(row["root"]) / row["dicom_dir"])
     for value, minimum in ((1, 0.85), (2, 0.85), (3, 0.70)):
-        assert _dice(labels == value, ref == value) >= minimum, f"label {value}"
+        assert dice(labels == value, ref == value) >= minimum, f"label {value}"
     t = run.result["tumour"]
     voxel_ml = float(row["pixel_spacing_mm"]) ** 2 * float(row["slice_spacing_mm"]) / 1000.0
     assert t["volume_ml"] == pytest.approx((labels == 3).sum() * voxel_ml, rel=1e-3)

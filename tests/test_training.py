@@ -28,8 +28,12 @@ def quick_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_segmenters_exported_with_complete_metadata(quick_models: Path) -> None:
+    import yaml
+    config = yaml.safe_load((REPO / "training" / "config.yaml").read_text())["segmentation"]
     for name, n_out in (("hip_bone_seg", 3), ("tumour_seg", 2)):
         meta = json.loads((quick_models / name / "metadata.json").read_text())
+        # the training recipe is recorded as trained (bf16 autocast where the config asks for it)
+        assert meta["training"]["precision"] == config[name].get("precision", "fp32")
         assert meta["sha256"] == sha256_of(quick_models / name / "model.ts")
         for key in ("version", "spacing_mm", "orientation", "intensity", "sliding_window", "architecture", "labels",
                     "training", "training_data", "intended_use", "internal_validation"):

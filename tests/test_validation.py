@@ -23,12 +23,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from sklearn.metrics import (
     accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score, precision_score, recall_score, roc_auc_score,
     roc_curve,
 )
 
-from conftest import assert_nested_close
+from conftest import MODELS, assert_nested_close
 from tools import require_tool
 from validation import metrics as M
 from validation.manifest import ManifestError, age_band, read_manifest
@@ -702,3 +703,41 @@ def test_reference_on_the_dicom_grid_is_read_voxel_for_voxel(tmp_path: Path) -> 
     with pytest.raises(SegEvaluationError, match="voxel for voxel"):
         read_reference(_write_labels(tmp_path / "cropped.nii.gz", labels[1:].copy(),
                                      flipped_affine), affine, shape)
+
+
+class _Threshold(torch.nn.Module):
+    """A real segmenter of known behaviour: voxels brighter than the middle of the intensity window are the
+    structure (logits +/-10 about 0.5 of the scaled intensity)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([-(x - 0.5) * 10.0, (x - 0.5) * 10.0], dim=1)
+
+
+def test_model_grid_dice_and_paired_comparison_on_a_prepared_cache(tmp_path: Path) -> None:
+    """validation.model_grid: Dice per study on the model grid against the cached reference, exactly; a study
+    whose reference lacks the structure is left out; the paired difference of two models is their mean gap."""
+    import json as _json
+    from core.model_metadata import ModelMetadata
+    from validation.model_grid import compare, model_grid_dice
+    meta_dict = _json.loads((MODELS / "tumour_seg" / "metadata.json").read_text())
+    meta_dict["sliding_window"] = {**meta_dict["sliding_window"], "roi_size": [16, 16, 16]}
+    meta = ModelMetadata.from_dict(meta_dict)
+    value = meta.seg.foreground[0].source_value
+    ct = np.full((20, 24, 24), -1000.0, np.float32)
+    lab = np.zeros(ct.shape, np.uint8)
+    ct[4:12, 4:12, 4:12] = 1000.0
+    lab[4:12, 4:12, 4:12] = value                      # seen: bright
+    np.savez(tmp_path / "A.npz", tumour_seg_ct=ct, tumour_seg_lab=lab)
+    lab_b = lab.copy()
+    lab_b[12:20, 4:12, 4:12] = value                   # half of it dark: the threshold model misses it
+    np.savez(tmp_path / "B.npz", tumour_seg_ct=ct, tumour_seg_lab=lab_b)
+    np.savez(tmp_path / "C.npz", tumour_seg_ct=ct, tumour_seg_lab=np.zeros_like(lab))  # no structure
+    per = model_grid_dice(tmp_path, ["A", "B", "C"], "tumour_seg", _Threshold().eval(), meta)
+    (label,) = per
+    assert set(per[label]) == {"A", "B"}
+    assert per[label]["A"] == pytest.approx(1.0)
+    assert per[label]["B"] == pytest.approx(2 * 512 / (512 + 1024))
+    worse = {label: {"A": 0.5, "B": 0.5}}
+    result = compare([per, worse], n_resamples=200, seed=0)[label]
+    assert result["n"] == 2
+    assert result["first_minus_second"]["difference"] == pytest.approx((1.0 + 2 / 3) / 2 - 0.5)

@@ -52,26 +52,14 @@ def _split(ids: list[str], frac: float, seed: int) -> tuple[list[str], list[str]
     return sorted(order[n_val:]), sorted(order[:n_val])
 
 
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    s = a.sum() + b.sum()
-    return float(2.0 * np.logical_and(a, b).sum() / s) if s else 1.0
-
-
 def _seg_validation(cache: Path, name: str, ids: list[str], meta: ModelMetadata, net: torch.nn.Module
                     ) -> dict[str, float]:
-    from core.inference import predict_probabilities
-    from core.segment import scale_intensity
-    dices: dict[str, list[float]] = {}
-    for cid in ids:
-        z = np.load(cache / f"{cid}.npz")
-        probs = predict_probabilities(net, scale_intensity(z[f"{name}_ct"], meta.seg.intensity)[None], meta,
-                                      torch.device("cpu"))
-        pred = probs.argmax(0)
-        for ch, lab in enumerate(meta.seg.foreground, start=1):
-            ref = z[f"{name}_lab"] == lab.source_value
-            if ref.any():
-                dices.setdefault(lab.label, []).append(_dice(pred == ch, ref))
-    return {f"dice_{k.replace(' ', '_')}_model_grid": round(float(np.mean(v)), 4) for k, v in dices.items()}
+    """Mean model-grid Dice per structure on the internal validation cases (:func:`validation.model_grid.
+    model_grid_dice`, the one implementation the development comparisons use too)."""
+    from validation.model_grid import model_grid_dice
+    per_case = model_grid_dice(cache, ids, name, net, meta)
+    return {f"dice_{k.replace(' ', '_')}_model_grid": round(float(np.mean(list(v.values()))), 4)
+            for k, v in per_case.items() if v}
 
 
 def _macro_auc(y: np.ndarray, p: np.ndarray, k: int) -> float:
