@@ -14,6 +14,23 @@ if TYPE_CHECKING:
     from core.model_metadata import ModelMetadata
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU does bfloat16 arithmetic natively (AVX512-BF16 or AMX, as oneDNN reports it); elsewhere
+    bfloat16 autocast is emulated and slower than float32."""
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def autocast_dtype(metadata: ModelMetadata, device: torch.device) -> torch.dtype:
+    """The dtype a segmentation model's forward passes run in on ``device``: float16 autocast on CUDA; on CPU
+    bfloat16 autocast if the model's ``sliding_window.cpu_precision`` is ``bf16`` and the CPU does bfloat16
+    natively (:func:`cpu_has_native_bf16`), float32 otherwise."""
+    if device.type == "cuda":
+        return torch.float16
+    if metadata.seg.sliding_window.cpu_precision == "bf16" and cpu_has_native_bf16():
+        return torch.bfloat16
+    return torch.float32
+
+
 @torch.no_grad()
 def predict_probabilities(
     module: torch.nn.Module, image: np.ndarray, metadata: ModelMetadata, device: torch.device
@@ -21,14 +38,16 @@ def predict_probabilities(
     """Softmax probabilities (C, D, H, W) float32 by MONAI sliding-window inference.
 
     ``roi_size`` (D-H-W voxels), ``overlap``, ``sw_batch_size`` and ``mode`` come from the segmentation model's
-    ``sliding_window`` (:class:`core.model_metadata.SlidingWindow`).
-    Mixed precision (float16 autocast) on CUDA, float32 on CPU.
+    ``sliding_window`` (:class:`core.model_metadata.SlidingWindow`); the forward passes run in
+    :func:`autocast_dtype` (float16 on CUDA; bfloat16 or float32 on CPU, as the model's ``cpu_precision`` says and
+    the CPU allows); blending and softmax in float32.
     """
     from monai.inferers import sliding_window_inference
 
     sw = metadata.seg.sliding_window
     x = torch.from_numpy(image)[None].to(device)
-    with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+    dtype = autocast_dtype(metadata, device)
+    with torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32):
         logits = sliding_window_inference(
             x, roi_size=sw.roi_size, sw_batch_size=sw.sw_batch_size, predictor=module, overlap=sw.overlap,
             mode=sw.mode,

@@ -205,15 +205,19 @@ class IntensityWindow:
 class SlidingWindow:
     """MONAI sliding-window inference: ``roi_size`` (D-H-W voxels on the model grid, also the training patch),
     ``overlap`` (fraction of the ROI, [0, 1)), ``sw_batch_size`` (ROIs per forward pass) and the blending
-    ``mode`` (``gaussian`` or ``constant``)."""
+    ``mode`` (``gaussian`` or ``constant``). ``cpu_precision``: ``fp32``, or ``bf16`` for bfloat16 autocast on a
+    CPU with native bfloat16 arithmetic (float32 on any other CPU; :func:`core.inference.autocast_dtype`), the
+    setting this model version was validated with (on CUDA: float16 autocast either way)."""
 
     roi_size: tuple[int, int, int]
     overlap: float = 0.25
     sw_batch_size: int = 1
     mode: str = "gaussian"
+    cpu_precision: str = "fp32"
     extra: Mapping[str, Any] = field(default_factory=dict)
 
-    KEYS: ClassVar[tuple[str, ...]] = ("roi_size", "overlap", "sw_batch_size", "mode")
+    KEYS: ClassVar[tuple[str, ...]] = ("roi_size", "overlap", "sw_batch_size", "mode", "cpu_precision")
+    CPU_PRECISIONS: ClassVar[tuple[str, ...]] = ("fp32", "bf16")
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.overlap < 1.0:
@@ -222,6 +226,8 @@ class SlidingWindow:
             raise MetadataError("sw_batch_size", f"must be >= 1, got {self.sw_batch_size}")
         if self.mode not in ("gaussian", "constant"):
             raise MetadataError("mode", f"must be 'gaussian' or 'constant', got {self.mode!r}")
+        if self.cpu_precision not in self.CPU_PRECISIONS:
+            raise MetadataError("cpu_precision", f"must be one of {self.CPU_PRECISIONS}, got {self.cpu_precision!r}")
 
     @classmethod
     def from_dict(cls, d: Any, key: str) -> SlidingWindow:
@@ -231,11 +237,15 @@ class SlidingWindow:
             roi_size=_triple_int(_require(m, "roi_size", key), _at(key, "roi_size")),
             overlap=_float(m.get("overlap", 0.25), _at(key, "overlap")),
             sw_batch_size=_int(m.get("sw_batch_size", 1), _at(key, "sw_batch_size")),
-            mode=_str(m.get("mode", "gaussian"), _at(key, "mode")), extra=_extra(m, cls.KEYS))
+            mode=_str(m.get("mode", "gaussian"), _at(key, "mode")),
+            cpu_precision=_str(m.get("cpu_precision", "fp32"), _at(key, "cpu_precision")), extra=_extra(m, cls.KEYS))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"roi_size": list(self.roi_size), "overlap": self.overlap, "sw_batch_size": self.sw_batch_size,
-                "mode": self.mode, **copy.deepcopy(dict(self.extra))}
+        out = {"roi_size": list(self.roi_size), "overlap": self.overlap, "sw_batch_size": self.sw_batch_size,
+               "mode": self.mode}
+        if self.cpu_precision != "fp32":  # written when not the default (metadata before 0.6.0 has none)
+            out["cpu_precision"] = self.cpu_precision
+        return {**out, **copy.deepcopy(dict(self.extra))}
 
 
 @dataclass(frozen=True)

@@ -87,7 +87,11 @@ class ModelStageOperator(StageOperator):
         """Hook for loading what else the model needs (may raise ModelError)."""
 
     def model(self, state: RunState) -> LoadedModel:
-        """The loaded model, recorded in ``state.models`` (name, version, sha256, device)."""
+        """The loaded model, recorded in ``state.models`` (name, version, sha256, device; for a segmentation
+        model also the dtype its forward passes run in, :func:`core.inference.autocast_dtype`)."""
         m = self.loaded()
         state.models[m.name] = {"version": m.version, "sha256": m.sha256, "device": m.device.type}
+        if m.metadata.segmentation is not None:
+            from core.inference import autocast_dtype
+            state.models[m.name]["precision"] = str(autocast_dtype(m.metadata, m.device)).removeprefix("torch.")
         return m

@@ -18,6 +18,7 @@ series grid, the largest connected component and the sacral-region rule.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
@@ -54,6 +55,13 @@ def model_grid_dice(cache: Path, case_ids: Sequence[str], name: str, module: tor
     return out
 
 
+def with_cpu_precision(meta: ModelMetadata, precision: str) -> ModelMetadata:
+    """``meta`` with its sliding window's ``cpu_precision`` replaced (to score one model both ways)."""
+    seg = meta.seg
+    sw = dataclasses.replace(seg.sliding_window, cpu_precision=precision)
+    return dataclasses.replace(meta, segmentation=dataclasses.replace(seg, sliding_window=sw))
+
+
 def compare(per_model: Sequence[dict[str, dict[str, float]]], n_resamples: int = 2000, seed: int = 0
             ) -> dict[str, Any]:
     """Per structure: each model's mean Dice with its 95 % bootstrap CI on the studies all models were scored on,
@@ -81,17 +89,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", type=Path, action="append", required=True,
                     help="a models folder (give two to compare: first minus second)")
     ap.add_argument("--name", action="append", help="segmentation model(s) to score (default: both)")
+    ap.add_argument("--cpu-precision", action="append", choices=("model", "fp32", "bf16"),
+                    help="forward-pass precision on CPU, one per --models (default: each model's own setting)")
     ap.add_argument("--out", type=Path, help="write the figures and per-study Dice here (JSON)")
     a = ap.parse_args(argv)
     index = json.loads((a.cache / "index.json").read_text())
     ids = [e["case_id"] for e in index]
+    from core.inference import autocast_dtype
+    precisions = a.cpu_precision or ["model"] * len(a.models)
+    if len(precisions) != len(a.models):
+        ap.error("give one --cpu-precision per --models")
     report: dict[str, Any] = {"cache": str(a.cache), "n_studies": len(ids), "models": [str(m) for m in a.models]}
     for name in a.name or ["hip_bone_seg", "tumour_seg"]:
         per_model, versions = [], []
-        for folder in a.models:
+        for folder, precision in zip(a.models, precisions):
             loaded = load_model(folder, name)
-            per_model.append(model_grid_dice(a.cache, ids, name, loaded.module, loaded.metadata))
-            versions.append(loaded.metadata.version)
+            meta = loaded.metadata if precision == "model" else with_cpu_precision(loaded.metadata, precision)
+            per_model.append(model_grid_dice(a.cache, ids, name, loaded.module, meta))
+            dtype = str(autocast_dtype(meta, torch.device("cpu"))).removeprefix("torch.")
+            versions.append(f"{loaded.metadata.version} ({dtype})")
         report[name] = {"versions": versions, "figures": compare(per_model), "per_study": per_model}
         for label, entry in report[name]["figures"].items():
             means = ", ".join(f"{v} {m['mean']['value']:.4f} ({m['mean']['ci_low']:.4f}-{m['mean']['ci_high']:.4f})"
