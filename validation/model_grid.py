@@ -92,9 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cpu-precision", action="append", choices=("model", "fp32", "bf16"),
                     help="forward-pass precision on CPU, one per --models (default: each model's own setting)")
     ap.add_argument("--out", type=Path, help="write the figures and per-study Dice here (JSON)")
+    ap.add_argument("--first", type=int, help="score only the first N studies of the cache (in case-id order)")
     a = ap.parse_args(argv)
     index = json.loads((a.cache / "index.json").read_text())
-    ids = [e["case_id"] for e in index]
+    ids = sorted(e["case_id"] for e in index)[:a.first]
     from core.inference import autocast_dtype
     precisions = a.cpu_precision or ["model"] * len(a.models)
     if len(precisions) != len(a.models):
@@ -105,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         for folder, precision in zip(a.models, precisions):
             loaded = load_model(folder, name)
             meta = loaded.metadata if precision == "model" else with_cpu_precision(loaded.metadata, precision)
+            print(f"scoring {name} of {folder} on {len(ids)} studies ({precision})", flush=True)
             per_model.append(model_grid_dice(a.cache, ids, name, loaded.module, meta))
             dtype = str(autocast_dtype(meta, torch.device("cpu"))).removeprefix("torch.")
             versions.append(f"{loaded.metadata.version} ({dtype})")
