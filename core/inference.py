@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU does bfloat16 arithmetic natively (AVX512-BF16 or AMX, as oneDNN reports it); elsewhere
     bfloat16 autocast is emulated and slower than float32."""
-    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return bool(torch.backends.mkldnn.is_available()  # type: ignore[no-untyped-call]
+                and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def autocast_dtype(metadata: ModelMetadata, device: torch.device) -> torch.dtype:

@@ -76,7 +76,8 @@ def compare(per_model: Sequence[dict[str, dict[str, float]]], n_resamples: int =
         if len(values) >= 2 and common:
             a, b = values[0], values[1]
             entry["first_minus_second"] = metrics.paired_difference(
-                lambda i: float(a[i].mean()), lambda i: float(b[i].mean()), np.zeros(len(common), dtype=int),
+                lambda i, a=a: float(a[i].mean()), lambda i, b=b: float(b[i].mean()),
+                np.zeros(len(common), dtype=int),
                 n_resamples, seed)
         result[label] = entry
     return result
