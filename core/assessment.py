@@ -135,6 +135,22 @@ def tumour_edge_margin_mm(analysis: AnalysisConfig, tumour_grid_mm: float | None
     return float(tumour_grid_mm)
 
 
+def tumour_edge_margins_mm(analysis: AnalysisConfig, tumour_grid_mm: float | None,
+                           series_spacing_dhw: Sequence[float]) -> tuple[float, float, float]:
+    """Per axis (D-H-W, mm) the distance from a face within which the tumour counts as cut by the scan edge.
+
+    ``analysis.tumour_edge_margin_mm`` on every axis when configured; otherwise one voxel of the coarser of the
+    tumour model's grid and the series grid on that axis: a mask mapped back from the model grid onto a coarser
+    series grid is quantised to the series voxels, so it can stop one series voxel short of the edge (models
+    0.6.0 on 3.4 mm pixels). Raises ``ValueError`` as :func:`tumour_edge_margin_mm` does.
+    """
+    base = tumour_edge_margin_mm(analysis, tumour_grid_mm)
+    if analysis.tumour_edge_margin_mm is not None:
+        return (base, base, base)
+    d, h, w = (max(base, float(s)) for s in series_spacing_dhw)
+    return (d, h, w)
+
+
 def tumour_truncation_warning(faces: Sequence[str]) -> str | None:
     """The warning for a tumour touching the grid ``faces`` (its volume and location are then too small)."""
     if not faces:

@@ -226,7 +226,8 @@ def hip_frame_from_labels(labels: Volume, left_value: int = 1, right_value: int 
 FACE_NAMES = ("d_first", "d_last", "h_first", "h_last", "w_first", "w_last")
 
 
-def truncated_faces(labels: Volume, values: Sequence[int] = (1, 2), margin_mm: float = 0.0) -> tuple[str, ...]:
+def truncated_faces(labels: Volume, values: Sequence[int] = (1, 2),
+                    margin_mm: float | Sequence[float] = 0.0) -> tuple[str, ...]:
     """Names of the grid faces touched by voxels of ``values``, or lying within ``margin_mm`` of them.
 
     Faces are the outer voxel layers of the D-H-W grid: ``d_first``/``d_last`` (first/last slice,
@@ -241,14 +242,16 @@ def truncated_faces(labels: Volume, values: Sequence[int] = (1, 2), margin_mm: f
             counts as touching it: 0 checks the outer layer only; a segmentation made on a coarser model grid
             cannot place its boundary closer than about one model voxel, so a margin of one model voxel
             (e.g. 3 mm) recognises a structure cut by the edge. Each face checks at least its outer layer.
+            One value for all axes, or three (D-H-W).
     """
     _check_labels(labels)
-    if not np.isfinite(margin_mm) or margin_mm < 0:
-        raise ValueError(f"margin_mm must be a finite number >= 0, got {margin_mm}")
+    margins = [float(margin_mm)] * 3 if np.isscalar(margin_mm) else [float(m) for m in margin_mm]  # type: ignore[arg-type,union-attr]
+    if len(margins) != 3 or not all(np.isfinite(m) and m >= 0 for m in margins):
+        raise ValueError(f"margin_mm must be a finite number >= 0 (or three, D-H-W), got {margin_mm}")
     arr = labels.array
     vals = [int(v) for v in values]
     # layers within the margin per axis: voxel centres 0 .. k-1 lie within k-1 spacings of the outer centre
-    k = [1 + int(np.floor(margin_mm / float(s) + 1e-6)) for s in labels.spacing]
+    k = [1 + int(np.floor(m / float(s) + 1e-6)) for m, s in zip(margins, labels.spacing)]
     layers = (arr[:k[0]], arr[-k[0]:], arr[:, :k[1]], arr[:, -k[1]:], arr[:, :, :k[2]], arr[:, :, -k[2]:])
     return tuple(name for name, layer in zip(FACE_NAMES, layers) if np.isin(layer, vals).any())
 

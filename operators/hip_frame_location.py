@@ -32,7 +32,8 @@ class HipFrameLocationOperator(StageOperator):
             state.status = Status.NO_TUMOUR
             return
         loc = hip_frame.tumour_location(labels, TUMOUR, frame)
-        margin = assessment.tumour_edge_margin_mm(state.config.analysis, state.tumour_grid_mm)
+        margin = assessment.tumour_edge_margins_mm(state.config.analysis, state.tumour_grid_mm,
+                                                 [float(s) for s in labels.spacing])
         warning = assessment.tumour_truncation_warning(hip_frame.truncated_faces(labels, (TUMOUR,), margin))
         if warning:
             state.warn(warning)

@@ -102,3 +102,13 @@ def test_tumour_edge_margin_is_one_tumour_model_voxel_unless_configured() -> Non
     assert tumour_edge_margin_mm(AnalysisConfig(tumour_edge_margin_mm=5.0), 3.0) == 5.0
     with pytest.raises(ValueError, match="tumour_edge_margin_mm"):
         tumour_edge_margin_mm(A, None)
+
+
+def test_tumour_edge_margins_are_one_voxel_of_the_coarser_grid_per_axis() -> None:
+    """Default: per axis the larger of the tumour model's voxel and the series voxel (a 3 mm model mask on a series
+    of 5 mm slices and 3.43 mm pixels can stop one series voxel short of the edge); a configured value wins."""
+    from core.assessment import tumour_edge_margins_mm
+    assert tumour_edge_margins_mm(A, 3.0, (5.0, 3.43, 0.7)) == (5.0, 3.43, 3.0)
+    assert tumour_edge_margins_mm(AnalysisConfig(tumour_edge_margin_mm=4.0), 3.0, (5.0, 3.43, 0.7)) == (4.0,) * 3
+    with pytest.raises(ValueError, match="tumour_edge_margin_mm"):
+        tumour_edge_margins_mm(A, None, (1.0, 1.0, 1.0))

@@ -215,8 +215,12 @@ def test_truncation_margin_in_mm():
     # slices: tumour slices 4-5 of 10 are 4 slices = 10 mm from either end; columns 5-7: 5 columns = 3.75 mm
     assert truncated_faces(vol, (3,), margin_mm=3.75) == ("h_last", "w_first")
     assert truncated_faces(vol, (3,), margin_mm=10.0) == FACE_NAMES  # 4 slices, 13 rows / columns: all
+    # per axis (D-H-W): 2.25 mm on rows reaches the posterior face, 3.7 mm on columns stops short of w_first
+    assert truncated_faces(vol, (3,), margin_mm=(0.0, 2.25, 3.7)) == ("h_last",)
     with pytest.raises(ValueError, match="margin_mm"):
         truncated_faces(vol, (3,), margin_mm=-1.0)
+    with pytest.raises(ValueError, match="margin_mm"):
+        truncated_faces(vol, (3,), margin_mm=(1.0, 1.0))
 
 
 def test_errors(base):
