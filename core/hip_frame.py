@@ -245,7 +245,10 @@ def truncated_faces(labels: Volume, values: Sequence[int] = (1, 2),
             One value for all axes, or three (D-H-W).
     """
     _check_labels(labels)
-    margins = [float(margin_mm)] * 3 if np.isscalar(margin_mm) else [float(m) for m in margin_mm]  # type: ignore[arg-type,union-attr]
+    if isinstance(margin_mm, (int, float, np.number)):
+        margins = [float(margin_mm)] * 3
+    else:
+        margins = [float(m) for m in margin_mm]
     if len(margins) != 3 or not all(np.isfinite(m) and m >= 0 for m in margins):
         raise ValueError(f"margin_mm must be a finite number >= 0 (or three, D-H-W), got {margin_mm}")
     arr = labels.array

@@ -32,6 +32,11 @@ def autocast_dtype(metadata: ModelMetadata, device: torch.device) -> torch.dtype
     return torch.float32
 
 
+def forward_precision(metadata: ModelMetadata, device: torch.device) -> str:
+    """:func:`autocast_dtype` as its name ("float32", "bfloat16", "float16"), as ``result.json`` records it."""
+    return str(autocast_dtype(metadata, device)).removeprefix("torch.")
+
+
 @torch.no_grad()
 def predict_probabilities(
     module: torch.nn.Module, image: np.ndarray, metadata: ModelMetadata, device: torch.device

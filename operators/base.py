@@ -92,6 +92,6 @@ class ModelStageOperator(StageOperator):
         m = self.loaded()
         state.models[m.name] = {"version": m.version, "sha256": m.sha256, "device": m.device.type}
         if m.metadata.segmentation is not None:
-            from core.inference import autocast_dtype
-            state.models[m.name]["precision"] = str(autocast_dtype(m.metadata, m.device)).removeprefix("torch.")
+            from core.inference import forward_precision
+            state.models[m.name]["precision"] = forward_precision(m.metadata, m.device)
         return m

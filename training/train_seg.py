@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from monai.losses import DiceCELoss
 
-from core.model_metadata import ModelMetadata
+from core.model_metadata import ModelMetadata, SlidingWindow
 from core.networks import build_segmenter
 from core.segment import scale_intensity
 
@@ -73,9 +73,6 @@ def randomise(hu: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return x
 
 
-PRECISIONS = ("fp32", "bf16")
-
-
 def train_segmenter(cache: Path, name: str, ids: list[str], meta: ModelMetadata, *, iterations: int,
                     batch_size: int = 2, lr: float = 2e-3, seed: int = 0, log_every: int = 25,
                     precision: str = "fp32", threads: Callable[[], int] | None = None
@@ -89,8 +86,8 @@ def train_segmenter(cache: Path, name: str, ids: list[str], meta: ModelMetadata,
     ``threads``: called every ``log_every`` iterations; the torch thread count is set to what it returns (lets a
     model trained beside another take the CPUs the other has freed). None: left as it is.
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision not in SlidingWindow.CPU_PRECISIONS:   # the one vocabulary of CPU forward-pass precisions
+        raise ValueError(f"precision must be one of {SlidingWindow.CPU_PRECISIONS}, got {precision!r}")
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     seg = meta.seg
@@ -128,8 +125,9 @@ def train_segmenter(cache: Path, name: str, ids: list[str], meta: ModelMetadata,
         sched.step()
         history.append(float(loss.detach()))
         if log_every and (it + 1) % log_every == 0:
-            if threads is not None and threads() != torch.get_num_threads():
-                torch.set_num_threads(threads())
+            wanted = threads() if threads is not None else torch.get_num_threads()
+            if wanted != torch.get_num_threads():
+                torch.set_num_threads(wanted)
                 print(f"[{name}] now {torch.get_num_threads()} torch threads", flush=True)
             print(f"[{name}] iter {it + 1}/{iterations} loss {np.mean(history[-log_every:]):.4f} "
                   f"({time.time() - t0:.0f} s)", flush=True)

@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     index = json.loads((a.cache / "index.json").read_text())
     ids = sorted(e["case_id"] for e in index)[:a.first]
-    from core.inference import autocast_dtype
+    from core.inference import forward_precision
     precisions = a.cpu_precision or ["model"] * len(a.models)
     if len(precisions) != len(a.models):
         ap.error("give one --cpu-precision per --models")
@@ -109,8 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             meta = loaded.metadata if precision == "model" else with_cpu_precision(loaded.metadata, precision)
             print(f"scoring {name} of {folder} on {len(ids)} studies ({precision})", flush=True)
             per_model.append(model_grid_dice(a.cache, ids, name, loaded.module, meta))
-            dtype = str(autocast_dtype(meta, torch.device("cpu"))).removeprefix("torch.")
-            versions.append(f"{loaded.metadata.version} ({dtype})")
+            versions.append(f"{loaded.metadata.version} ({forward_precision(meta, torch.device('cpu'))})")
         report[name] = {"versions": versions, "figures": compare(per_model), "per_study": per_model}
         for label, entry in report[name]["figures"].items():
             means = ", ".join(f"{v} {m['mean']['value']:.4f} ({m['mean']['ci_low']:.4f}-{m['mean']['ci_high']:.4f})"
