@@ -65,6 +65,13 @@ def test_tumour_study_result_json(studies: dict) -> None:
     assert doc["predicted_class"] == max(doc["probabilities"], key=doc["probabilities"].get)
     assert set(doc["models"]) == {"hip_bone_seg", "tumour_seg", "tumour_classifier"}
     assert all(len(m["sha256"]) == 64 for m in doc["models"].values())
+    # each segmenter's forward precision as its metadata and this CPU give it (bf16 models on a bf16 CPU)
+    from core.inference import forward_precision
+    import torch
+    for name in ("hip_bone_seg", "tumour_seg"):
+        meta = read_metadata(MODELS / name)
+        assert doc["models"][name]["precision"] == forward_precision(meta, torch.device(doc["models"][name]["device"]))
+    assert "precision" not in doc["models"]["tumour_classifier"]
     assert doc["clinical"]["age_years"] == pytest.approx(float(row["age"]), abs=1.0)
     assert doc["clinical"]["sex"] == row["sex"] and doc["clinical"]["imputed"] == []
     assert doc["timings_s"]["total"] > 0

@@ -39,6 +39,7 @@ def test_bfloat16_sliding_window_agrees_with_float32() -> None:
     p32 = predict_probabilities(model.module, image, with_cpu_precision(model.metadata, "fp32"), cpu)
     p16 = predict_probabilities(model.module, image, with_cpu_precision(model.metadata, "bf16"), cpu)
     assert p16.dtype == np.float32 and p16.shape == p32.shape
+    assert not np.array_equal(p16, p32)          # bfloat16 did run: the forward passes were not float32
     assert np.allclose(p16.sum(0), 1.0, atol=1e-4)
     assert np.mean(np.abs(p16 - p32).max(0) < 0.05) >= 0.995
     assert np.mean(p16.argmax(0) == p32.argmax(0)) >= 0.995
