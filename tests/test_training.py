@@ -34,6 +34,7 @@ def test_segmenters_exported_with_complete_metadata(quick_models: Path) -> None:
         meta = json.loads((quick_models / name / "metadata.json").read_text())
         # the training recipe is recorded as trained (bf16 autocast where the config asks for it)
         assert meta["training"]["precision"] == config[name].get("precision", "fp32")
+        assert meta["training"]["batch_dice"] is bool(config[name].get("batch_dice", False))
         assert meta["sha256"] == sha256_of(quick_models / name / "model.ts")
         for key in ("version", "spacing_mm", "orientation", "intensity", "sliding_window", "architecture", "labels",
                     "training", "training_data", "intended_use", "internal_validation"):

@@ -124,6 +124,7 @@ def train_seg_stage(job: SegStageJob) -> str:
     net, summary = train_segmenter(job.cache, job.name, job.train_ids, meta, iterations=job.iterations,
                                    batch_size=int(spec.get("batch_size", 2)), seed=job.seed,
                                    precision=str(spec.get("precision", "fp32")),
+                                   batch_dice=bool(spec.get("batch_dice", False)),
                                    threads=_threads_now if _REMAINING is not None else None)
     if _REMAINING is not None:
         with _REMAINING.get_lock():
@@ -135,7 +136,8 @@ def train_seg_stage(job: SegStageJob) -> str:
         meta = replace(meta, segmentation=replace(meta.seg, sacral_region=region))
     validation = _seg_validation(job.cache, job.name, job.val_ids[:16], meta, net) if job.val_ids else {}
     meta = replace(meta, training={**summary, "torch_threads": threads_at_start,
-                                   "loss": "DiceCE, deep supervision",
+                                   "loss": "DiceCE" + (" (batch Dice)" if summary["batch_dice"] else "")
+                                           + ", deep supervision",
                                    "patch_size_dhw": list(meta.seg.sliding_window.roi_size)},
                    internal_validation=validation)
     print(f"[{job.name}] internal validation {validation}", flush=True)

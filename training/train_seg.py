@@ -75,7 +75,7 @@ def randomise(hu: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def train_segmenter(cache: Path, name: str, ids: list[str], meta: ModelMetadata, *, iterations: int,
                     batch_size: int = 2, lr: float = 2e-3, seed: int = 0, log_every: int = 25,
-                    precision: str = "fp32", threads: Callable[[], int] | None = None
+                    precision: str = "fp32", batch_dice: bool = False, threads: Callable[[], int] | None = None
                     ) -> tuple[torch.nn.Module, dict]:
     """Train and return (model in eval mode, training summary). ``meta`` is the model's metadata draft (its
     ``architecture`` builds the network).
@@ -83,6 +83,9 @@ def train_segmenter(cache: Path, name: str, ids: list[str], meta: ModelMetadata,
     ``precision``: "fp32", or "bf16" for the forward pass under CPU autocast to bfloat16 (weights, optimiser
     state and loss stay float32; 1.85x faster per iteration on this machine's AVX512-BF16 CPU, measured on one
     training step of the shipped architecture). The exported model is float32 either way.
+    ``batch_dice``: the Dice term over the whole batch (nnU-Net's batch Dice) instead of per patch: a patch
+    without the structure then no longer adds a Dice term of about 1 whatever the network predicts (MONAI
+    ``DiceCELoss(batch=True)``).
     ``threads``: called every ``log_every`` iterations; the torch thread count is set to what it returns (lets a
     model trained beside another take the CPUs the other has freed). None: left as it is.
     """
@@ -98,7 +101,7 @@ def train_segmenter(cache: Path, name: str, ids: list[str], meta: ModelMetadata,
     net.train()
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-5)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=iterations, pct_start=0.1)
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False, batch=batch_dice)
     t0 = time.time()
     history = []
     for it in range(iterations):
@@ -133,7 +136,7 @@ def train_segmenter(cache: Path, name: str, ids: list[str], meta: ModelMetadata,
                   f"({time.time() - t0:.0f} s)", flush=True)
     net.eval()
     return net, {"iterations": iterations, "batch_size": batch_size, "lr": lr, "seed": seed, "precision": precision,
-                 "final_loss": float(np.mean(history[-min(25, len(history)):])),
+                 "batch_dice": batch_dice, "final_loss": float(np.mean(history[-min(25, len(history)):])),
                  "train_seconds": round(time.time() - t0, 1),
                  "n_cases": len(ids)}
 
