@@ -46,20 +46,30 @@ def predict_probabilities(
     ``roi_size`` (D-H-W voxels), ``overlap``, ``sw_batch_size`` and ``mode`` come from the segmentation model's
     ``sliding_window`` (:class:`core.model_metadata.SlidingWindow`); the forward passes run in
     :func:`autocast_dtype` (float16 on CUDA; bfloat16 or float32 on CPU, as the model's ``cpu_precision`` says and
-    the CPU allows); blending and softmax in float32.
+    the CPU allows); blending and softmax in float32. With ``flip_average`` (e.g. ``left_right``) the image is also
+    run mirrored along each listed axis, and the softmax of each pass, mirrored back, is averaged with the plain one.
     """
     from monai.inferers import sliding_window_inference
 
     sw = metadata.seg.sliding_window
     x = torch.from_numpy(image)[None].to(device)
     dtype = autocast_dtype(metadata, device)
-    with torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32):
-        logits = sliding_window_inference(
-            x, roi_size=sw.roi_size, sw_batch_size=sw.sw_batch_size, predictor=module, overlap=sw.overlap,
-            mode=sw.mode,
-        )
-    assert isinstance(logits, torch.Tensor)  # one network output (not a tuple or dict of them)
-    return torch.softmax(logits.float(), dim=1)[0].cpu().numpy()
+    probs: torch.Tensor | None = None
+    for axis in (None, *(sw.FLIP_AXES[f] + 1 for f in sw.flip_average)):  # +1: the batch axis in front
+        xi = x if axis is None else torch.flip(x, dims=(axis,))
+        with torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32):
+            logits = sliding_window_inference(
+                xi, roi_size=sw.roi_size, sw_batch_size=sw.sw_batch_size, predictor=module, overlap=sw.overlap,
+                mode=sw.mode,
+            )
+        assert isinstance(logits, torch.Tensor)  # one network output (not a tuple or dict of them)
+        p = torch.softmax(logits.float(), dim=1)
+        if axis is not None:
+            p = torch.flip(p, dims=(axis,))
+        probs = p if probs is None else probs + p
+        del logits, p
+    assert probs is not None
+    return (probs / (1 + len(sw.flip_average)))[0].cpu().numpy()
 
 
 @torch.no_grad()

@@ -207,17 +207,24 @@ class SlidingWindow:
     ``overlap`` (fraction of the ROI, [0, 1)), ``sw_batch_size`` (ROIs per forward pass) and the blending
     ``mode`` (``gaussian`` or ``constant``). ``cpu_precision``: ``fp32``, or ``bf16`` for bfloat16 autocast on a
     CPU with native bfloat16 arithmetic (float32 on any other CPU; :func:`core.inference.autocast_dtype`), the
-    setting this model version was validated with (on CUDA: float16 autocast either way)."""
+    setting this model version was validated with (on CUDA: float16 autocast either way). ``flip_average``:
+    test-time flips whose probabilities are averaged with the unflipped pass (:data:`FLIP_AXES` names them; the
+    only one, ``left_right``, mirrors the canonical LPS grid's W axis, the patient's left-right), empty for none;
+    each costs one more sliding window."""
 
     roi_size: tuple[int, int, int]
     overlap: float = 0.25
     sw_batch_size: int = 1
     mode: str = "gaussian"
     cpu_precision: str = "fp32"
+    flip_average: tuple[str, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
 
-    KEYS: ClassVar[tuple[str, ...]] = ("roi_size", "overlap", "sw_batch_size", "mode", "cpu_precision")
+    KEYS: ClassVar[tuple[str, ...]] = ("roi_size", "overlap", "sw_batch_size", "mode", "cpu_precision",
+                                       "flip_average")
     CPU_PRECISIONS: ClassVar[tuple[str, ...]] = ("fp32", "bf16")
+    #: test-time flip name -> axis of the model input (C, D, H, W) it mirrors: W, patient left-right
+    FLIP_AXES: ClassVar[Mapping[str, int]] = {"left_right": 3}
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.overlap < 1.0:
@@ -228,6 +235,10 @@ class SlidingWindow:
             raise MetadataError("mode", f"must be 'gaussian' or 'constant', got {self.mode!r}")
         if self.cpu_precision not in self.CPU_PRECISIONS:
             raise MetadataError("cpu_precision", f"must be one of {self.CPU_PRECISIONS}, got {self.cpu_precision!r}")
+        unknown = [f for f in self.flip_average if f not in self.FLIP_AXES]
+        if unknown or len(set(self.flip_average)) != len(self.flip_average):
+            raise MetadataError("flip_average", f"must be distinct names among {sorted(self.FLIP_AXES)}, "
+                                                f"got {list(self.flip_average)}")
 
     @classmethod
     def from_dict(cls, d: Any, key: str) -> SlidingWindow:
@@ -238,13 +249,18 @@ class SlidingWindow:
             overlap=_float(m.get("overlap", 0.25), _at(key, "overlap")),
             sw_batch_size=_int(m.get("sw_batch_size", 1), _at(key, "sw_batch_size")),
             mode=_str(m.get("mode", "gaussian"), _at(key, "mode")),
-            cpu_precision=_str(m.get("cpu_precision", "fp32"), _at(key, "cpu_precision")), extra=_extra(m, cls.KEYS))
+            cpu_precision=_str(m.get("cpu_precision", "fp32"), _at(key, "cpu_precision")),
+            flip_average=tuple(_str(f, _at(key, "flip_average")) for f in _seq(m.get("flip_average", []),
+                                                                                 _at(key, "flip_average"))),
+            extra=_extra(m, cls.KEYS))
 
     def to_dict(self) -> dict[str, Any]:
         out = {"roi_size": list(self.roi_size), "overlap": self.overlap, "sw_batch_size": self.sw_batch_size,
                "mode": self.mode}
         if self.cpu_precision != "fp32":  # written when not the default (metadata before 0.6.0 has none)
             out["cpu_precision"] = self.cpu_precision
+        if self.flip_average:  # written when set (metadata before tumour model 0.6.1 has none)
+            out["flip_average"] = list(self.flip_average)
         return {**out, **copy.deepcopy(dict(self.extra))}
 
 
@@ -515,6 +531,9 @@ class SegmentationSpec:
         values = [lab.value for lab in self.labels]
         if len(set(values)) != len(values):
             raise MetadataError("labels", f"label values must be unique, got {values}")
+        if "left_right" in self.sliding_window.flip_average and any(lab.laterality for lab in self.foreground):
+            raise MetadataError("sliding_window.flip_average", "a left-right flip would swap lateralised labels "
+                                                               "(a label has a laterality)")
 
     @property
     def foreground(self) -> tuple[SegmentLabel, ...]:

@@ -115,7 +115,7 @@ class RunState:
     predicted_class: str | None = None
     probabilities: dict[str, float] = field(default_factory=dict)
     ablation: dict[str, dict[str, float]] = field(default_factory=dict)
-    models: dict[str, dict[str, str]] = field(default_factory=dict)
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)
     # the hip frame of the cleaned hip bones, built once by the post-processing step (core.postprocess), or why not
     hip_frame: HipFrame | None = None
     hip_frame_error: str | None = None
@@ -196,7 +196,7 @@ class Findings(TypedDict):
     hip_bone: HipBoneFindings | None
     clinical: ClinicalFindings | None
     warnings: list[str]
-    models: dict[str, dict[str, str]]    # model name -> version, sha256, device
+    models: dict[str, dict[str, Any]]    # model name -> version, sha256, device (str); precision, flip_average
     segment_numbers: dict[str, int]      # SEG segment label -> segment number (empty without a SEG)
 
 

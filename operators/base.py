@@ -88,10 +88,13 @@ class ModelStageOperator(StageOperator):
 
     def model(self, state: RunState) -> LoadedModel:
         """The loaded model, recorded in ``state.models`` (name, version, sha256, device; for a segmentation
-        model also the dtype its forward passes run in, :func:`core.inference.autocast_dtype`)."""
+        model also the dtype its forward passes run in, :func:`core.inference.autocast_dtype`, and its test-time
+        flips, ``flip_average``, when it has any)."""
         m = self.loaded()
         state.models[m.name] = {"version": m.version, "sha256": m.sha256, "device": m.device.type}
         if m.metadata.segmentation is not None:
             from core.inference import forward_precision
             state.models[m.name]["precision"] = forward_precision(m.metadata, m.device)
+            if m.metadata.seg.sliding_window.flip_average:
+                state.models[m.name]["flip_average"] = list(m.metadata.seg.sliding_window.flip_average)
         return m

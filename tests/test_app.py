@@ -71,6 +71,9 @@ def test_tumour_study_result_json(studies: dict) -> None:
     for name in ("hip_bone_seg", "tumour_seg"):
         meta = read_metadata(MODELS / name)
         assert doc["models"][name]["precision"] == forward_precision(meta, torch.device(doc["models"][name]["device"]))
+        # test-time flips as the metadata lists them (the tumour model's left-right mirror; none for the hip bones)
+        assert doc["models"][name].get("flip_average", []) == list(meta.seg.sliding_window.flip_average)
+    assert doc["models"]["tumour_seg"]["flip_average"] == ["left_right"]
     assert "precision" not in doc["models"]["tumour_classifier"]
     assert doc["clinical"]["age_years"] == pytest.approx(float(row["age"]), abs=1.0)
     assert doc["clinical"]["sex"] == row["sex"] and doc["clinical"]["imputed"] == []

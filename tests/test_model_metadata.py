@@ -85,6 +85,10 @@ def _bad(name: str, edit: Any) -> dict[str, Any]:
     ("hip_bone_seg", lambda d: d["sliding_window"].update(roi_size=[48, 96]), "sliding_window.roi_size"),
     ("hip_bone_seg", lambda d: d["sliding_window"].update(overlap=1.5), "sliding_window.overlap"),
     ("hip_bone_seg", lambda d: d["sliding_window"].update(cpu_precision="fp16"), "sliding_window.cpu_precision"),
+    ("tumour_seg", lambda d: d["sliding_window"].update(flip_average=["head_feet"]), "sliding_window.flip_average"),
+    ("tumour_seg", lambda d: d["sliding_window"].update(flip_average="left_right"), "sliding_window.flip_average"),
+    # a left-right mirror would turn the left hip bone into the right one
+    ("hip_bone_seg", lambda d: d["sliding_window"].update(flip_average=["left_right"]), "sliding_window.flip_average"),
     ("hip_bone_seg", lambda d: d["intensity"].update(a_max=-2000.0), "intensity.a_max"),
     ("hip_bone_seg", lambda d: d.update(antialias="yes"), "antialias"),
     ("hip_bone_seg", lambda d: d.pop("name"), "name"),
