@@ -249,6 +249,19 @@ def test_transfer_syntax_and_pixel_representation(case, tmp_path):
     assert r2["transfer_syntax"] == "jpeg2000"
 
 
+def test_full_size_slices_are_at_most_5_mm_thick():
+    """Issue 12's full-size studies have slices of 0.625-5 mm; the application refuses series thicker than 6 mm,
+    so a 5 mm spacing must not get the 1.25x (6.25 mm) thickness. 300 draws hit the 5 mm spacing about 30 times."""
+    rng = np.random.default_rng(12)
+    spacings = []
+    for i in range(300):
+        p = ph.sample_patient(rng, f"T{i}")
+        f = ph.sample_scan(rng, p, full_size=True, protocol="varied")
+        assert f.slice_spacing_mm <= f.slice_thickness_mm <= 5.0, (f.slice_spacing_mm, f.slice_thickness_mm)
+        spacings.append(f.slice_spacing_mm)
+    assert spacings.count(5.0) >= 10
+
+
 def test_sample_scan_ranges():
     rng = np.random.default_rng(9)
     coverages, positions, kernels = set(), set(), set()
@@ -259,7 +272,8 @@ def test_sample_scan_ranges():
         assert 1.8 <= s.pixel_spacing_mm <= 4.0 and 40 <= s.n_slices <= 160 and abs(s.rotation_deg) <= 15
         assert s.coverage == "pelvis" and s.patient_position == "HFS" and s.kernel_sharpening == 0
         f = ph.sample_scan(rng, p, full_size=True, protocol="varied")
-        assert f.matrix == 512 and 0.625 <= f.slice_spacing_mm <= 5.0 and f.slice_thickness_mm >= f.slice_spacing_mm
+        assert f.matrix == 512 and 0.625 <= f.slice_spacing_mm <= 5.0
+        assert f.slice_spacing_mm <= f.slice_thickness_mm <= 5.0
         assert 0.58 <= f.pixel_spacing_mm <= 0.98 and f.n_slices <= 452
         coverages.add(f.coverage)
         positions.add(f.patient_position)

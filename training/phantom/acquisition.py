@@ -122,7 +122,10 @@ def sample_scan(rng: np.random.Generator, patient: PatientParams, full_size: boo
         matrix = 512
         spacing = float(rng.choice([0.625, 1.0, 1.25, 2.0, 2.5, 3.0, 5.0], p=[0.1, 0.25, 0.15, 0.1, 0.15, 0.15, 0.1]))
         spacing = max(spacing, (hi - lo) / 450.0)
-        thickness = float(rng.choice([spacing, spacing * 1.25, max(spacing, 1.25)]))
+        # thickness at most 5 mm (issue 12: slices of 0.625-5 mm); before 1 Dec 2026 a 5 mm spacing could get
+        # 6.25 mm slices, which the application rightly refuses (app.yaml slice_thickness_mm: at most 6 mm): 1 of
+        # the 40 external-style and several of the 100 held-out studies of models 0.6.1 were such series
+        thickness = min(5.0, float(rng.choice([spacing, spacing * 1.25, max(spacing, 1.25)])))
         if not varied:   # the routine thin-slice pelvis: 1 mm slices over at least 305 mm (the benchmark study)
             spacing = thickness = 1.0
             if hi - lo < 305.0:
