@@ -21,7 +21,7 @@ from core.model_metadata import IntensityWindow, ModelMetadata
 from core.volume import Volume, bounding_box, from_sitk, to_sitk
 
 
-def _block_mean(img: sitk.Image, new_sp: Sequence[float]) -> sitk.Image:
+def block_mean(img: sitk.Image, new_sp: Sequence[float]) -> sitk.Image:
     """Average blocks of ``floor(new / old)`` voxels along each axis (SimpleITK x, y, z order): a box filter that
     anti-aliases and shrinks the grid before the final linear resampling. The block grid keeps the physical
     centre of each block; a partial block at the far edge is dropped (less than one output voxel)."""
@@ -74,7 +74,7 @@ def canonical_resample(
     new_extent = np.array([(size[i] - 1) * new_sp[i] for i in range(3)])
     origin = np.array(img.GetOrigin()) + direction @ ((old_extent - new_extent) / 2.0)
     if antialias and not is_label:
-        img = _block_mean(img, new_sp)
+        img = block_mean(img, new_sp)
     out = sitk.Resample(
         img, size, sitk.Transform(), sitk.sitkNearestNeighbor if is_label else sitk.sitkLinear,
         tuple(origin), new_sp, img.GetDirection(), 0.0 if is_label else fill,

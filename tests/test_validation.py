@@ -351,6 +351,41 @@ def test_cli_is_deterministic(synthetic_report: Path, tmp_path: Path) -> None:
     assert comparable(a) == comparable(b)
 
 
+def test_compare_pairs_two_runs_of_one_cohort(synthetic_report: Path, tmp_path: Path) -> None:
+    """``python -m validation compare``: run b is run a with the image-only variant replaced by noise on every
+    case; the paired image-only difference equals the two sklearn macro AUCs' difference, the deployed model's
+    difference is exactly 0, and comparing a run with itself gives 0 with a zero-width interval."""
+    a = json.loads((synthetic_report / "metrics.json").read_text())
+    b = copy.deepcopy(a)
+    rng = np.random.default_rng(11)
+    for row in b["cases"]:
+        if row["ablation"].get("image_only"):
+            p = rng.dirichlet(np.ones(K))
+            row["ablation"]["image_only"] = {c: float(v) for c, v in zip(CLASSES, p)}
+    (tmp_path / "b.json").write_text(json.dumps(b))
+    proc = run_cli("compare", str(synthetic_report / "metrics.json"), str(tmp_path / "b.json"),
+                   "--out", str(tmp_path / "cmp.json"), "--bootstrap", "300")
+    assert proc.returncode == 0, proc.stderr
+    cmp_ = json.loads((tmp_path / "cmp.json").read_text())
+    ids = cmp_["cases"]
+    assert cmp_["n_cases"] == len(ids) == a["classification"]["n"]
+    rows_a, rows_b = ({r["case_id"]: r for r in d["cases"]} for d in (a, b))
+    truth = [rows_a[c]["truth"] for c in ids]
+
+    def auc(rows: dict[str, Any]) -> float:
+        probs = [rows[c]["ablation"]["image_only"] for c in ids]
+        return sklearn_class_metrics(truth, probs, [max(p, key=p.get) for p in probs])["macro_auc"]
+    d = cmp_["macro_auc"]["image_only"]
+    assert d["difference"] == pytest.approx(auc(rows_a) - auc(rows_b), abs=1e-5) and d["difference"] > 0.1
+    assert d["ci_low"] <= d["difference"] <= d["ci_high"]
+    assert cmp_["macro_auc"]["all"]["difference"] == 0 and cmp_["macro_auc"]["clinical_only"]["difference"] == 0
+    assert cmp_["detection"]["a"] == cmp_["detection"]["b"]
+    proc = run_cli("compare", str(synthetic_report / "metrics.json"), str(synthetic_report / "metrics.json"))
+    assert proc.returncode == 0 and "+0.000 (+0.000 to +0.000)" in proc.stdout
+    proc = run_cli("compare", str(synthetic_report / "metrics.json"), str(tmp_path / "missing.json"))
+    assert proc.returncode == 2 and proc.stderr.startswith("error:")
+
+
 def comparable(doc: dict[str, Any], drop_execution: bool = False) -> dict[str, Any]:
     """metrics.json without the fields allowed to differ: the date, the repository state (other work may
     change it meanwhile) and, for Ray against the pool, how the studies were executed."""

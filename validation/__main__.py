@@ -71,6 +71,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     r.add_argument("--retry-errors", action="store_true", help="run again the finished studies of status error")
     rep = sub.add_parser("report", help="re-render report.html from REPORT_DIR/metrics.json")
     rep.add_argument("--out", type=Path, required=True)
+    cmp_ = sub.add_parser("compare", help="pair two runs of one cohort: macro AUC differences a - b with 95%% CIs")
+    cmp_.add_argument("a", type=Path, help="metrics.json of run a (e.g. the candidate)")
+    cmp_.add_argument("b", type=Path, help="metrics.json of run b (e.g. the shipped version)")
+    cmp_.add_argument("--out", type=Path, default=None, help="write the comparison here (JSON)")
+    cmp_.add_argument("--bootstrap", type=int, default=2000)
     a = ap.parse_args(argv)
     if a.command == "run":
         if a.workers < 1:
@@ -133,9 +138,25 @@ def cmd_report(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(a: argparse.Namespace) -> int:
+    from validation.evaluate import compare_runs
+    try:
+        doc = compare_runs(json.loads(a.a.read_text()), json.loads(a.b.read_text()), n_resamples=a.bootstrap)
+    except (OSError, ValueError, KeyError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    doc = {"a": str(a.a), "b": str(a.b), **doc}
+    if a.out is not None:
+        write_json_atomic(a.out, doc)
+    for v, d in doc["macro_auc"].items():
+        print(f"{v:18s} macro AUC a {d['a']:.3f}  b {d['b']:.3f}  a - b {d['difference']:+.3f} "
+              f"({d['ci_low']:+.3f} to {d['ci_high']:+.3f}), {doc['n_cases']} cases")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     a = parse(argv)
-    return cmd_run(a) if a.command == "run" else cmd_report(a)
+    return {"run": cmd_run, "report": cmd_report, "compare": cmd_compare}[a.command](a)
 
 
 if __name__ == "__main__":

@@ -237,8 +237,52 @@ def build_metrics(records: list[dict[str, Any]], *, classes: Sequence[str],
 def _case_row(r: dict[str, Any]) -> dict[str, Any]:
     row = {k: r[k] for k in ("case_id", "truth", "status", "exit_code", "predicted_class", "probabilities",
                              "tumour_volume_ml", "hip_bone_left_ml", "hip_bone_right_ml", "reason", "warnings")}
+    row["ablation"] = r.get("ablation") or {}
     row["segmentation"] = r.get("segmentation")
     row["segmentation_error"] = r.get("segmentation_error")
     row["readers"] = r["readers"]
     row["subgroups"] = r["subgroups"]
     return row
+
+
+def compare_runs(doc_a: dict[str, Any], doc_b: dict[str, Any], n_resamples: int = 2000, seed: int = 0
+                 ) -> dict[str, Any]:
+    """Two validation runs of the same cohort (two metrics.json documents, e.g. two classifier versions), paired.
+
+    The cases compared are those that are classification cases in both runs (same reference class): for the
+    deployed probabilities and each ablation variant present in both, the macro AUC of each run and the paired
+    difference ``a - b`` with its stratified bootstrap 95 % CI and p-value (:func:`validation.metrics.
+    paired_difference`); detection is compared on the cases analysed in both (sensitivity and specificity of
+    each run). Raises ValueError when the runs share no classification case or disagree on a reference class.
+    """
+    classes = list(doc_a["settings"]["classes"])
+    if list(doc_b["settings"]["classes"]) != classes:
+        raise ValueError("the two runs' classifiers have different classes")
+    rows_a = {c["case_id"]: c for c in doc_a["cases"]}
+    rows_b = {c["case_id"]: c for c in doc_b["cases"]}
+    common = sorted(set(rows_a) & set(rows_b))
+    for cid in common:
+        if rows_a[cid]["truth"] != rows_b[cid]["truth"]:
+            raise ValueError(f"case {cid}: the runs' reference classes differ")
+    both = [cid for cid in common if is_classification_case(rows_a[cid]) and is_classification_case(rows_b[cid])]
+    if not both:
+        raise ValueError("no case is a classification case in both runs")
+    ra, rb = [rows_a[c] for c in both], [rows_b[c] for c in both]
+    out: dict[str, Any] = {"n_cases": len(both), "cases": both, "macro_auc": {}}
+    for v in ABLATION_VARIANTS:
+        key = "probabilities" if v == "all" else f"ablation.{v}"
+        if v != "all" and not all(v in r.get("ablation", {}) for r in ra + rb):
+            continue
+        y, _, sa = class_arrays(ra, classes, key)
+        _, _, sb = class_arrays(rb, classes, key)
+        out["macro_auc"][v] = M.paired_difference(lambda i, y=y, sa=sa: M.macro_auc_of(y[i], sa[i]),
+                                                  lambda i, y=y, sb=sb: M.macro_auc_of(y[i], sb[i]), y, n_resamples,
+                                                  seed)
+    det = [c for c in common if is_detection_case(rows_a[c]) and is_detection_case(rows_b[c])]
+    out["detection"] = {"n_cases": len(det)}
+    for name, rows in (("a", rows_a), ("b", rows_b)):
+        truth = np.array([rows[c]["truth"] != NONE for c in det], dtype=bool)
+        found = np.array([rows[c]["status"] == Status.TUMOUR_FOUND for c in det], dtype=bool)
+        out["detection"][name] = {"true_positives": int((truth & found).sum()), "positives": int(truth.sum()),
+                                  "true_negatives": int((~truth & ~found).sum()), "negatives": int((~truth).sum())}
+    return M.jsonable(out)
