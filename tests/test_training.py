@@ -35,6 +35,7 @@ def test_segmenters_exported_with_complete_metadata(quick_models: Path) -> None:
         # the training recipe is recorded as trained (bf16 autocast where the config asks for it)
         assert meta["training"]["precision"] == config[name].get("precision", "fp32")
         assert meta["training"]["batch_dice"] is bool(config[name].get("batch_dice", False))
+        assert meta["training"].get("hard_negatives") == config[name].get("hard_negatives")
         assert meta["sha256"] == sha256_of(quick_models / name / "model.ts")
         for key in ("version", "spacing_mm", "orientation", "intensity", "sliding_window", "architecture", "labels",
                     "training", "training_data", "intended_use", "internal_validation"):
@@ -115,6 +116,28 @@ def test_quick_cohort_holds_studies_without_a_pelvis(quick_models: Path) -> None
     for e in neg:
         z = np.load(work / "cache" / e["file"])
         assert not np.isin(z["hip_bone_seg_lab"], [1, 2, 3]).any() and not np.isin(z["tumour_seg_lab"], [1, 2, 3]).any()
+
+
+@pytest.mark.unit
+def test_hard_negative_patches_centre_on_the_normal_sacrum() -> None:
+    """``hard_negatives``: that fraction of patches is centred (+/- a quarter patch) on the non-target voxels of the
+    given reference labels; without it, patches centre on the target (fg_prob) or anywhere."""
+    from training.train_seg import _patch
+    shape, roi = (60, 80, 80), (16, 16, 16)
+    lab = np.zeros(shape, np.uint8)
+    lab[5:9, 5:9, 5:9] = 1                                  # the target, far from the "sacrum"
+    sacrum = np.zeros(shape, bool)
+    sacrum[45:50, 60:65, 60:65] = True
+    hard = np.argwhere(sacrum).astype(np.int16)
+    ct = np.zeros(shape, np.float32)
+    ct[sacrum] = 100.0
+    rng = np.random.default_rng(0)
+    with_hard = [_patch(ct, lab, roi, rng, fg_prob=0.67, hard=hard, hard_fraction=0.5) for _ in range(400)]
+    frac_sacrum = np.mean([(pc == 100.0).any() for pc, _ in with_hard])
+    frac_target = np.mean([pl.any() for _, pl in with_hard])
+    assert 0.42 < frac_sacrum < 0.62 and 0.25 < frac_target < 0.45     # 0.5 + chance; 0.5 x 0.67 + chance
+    plain = [_patch(ct, lab, roi, rng, fg_prob=0.67) for _ in range(400)]
+    assert np.mean([(pc == 100.0).any() for pc, _ in plain]) < 0.1
 
 
 def test_combine_manifests_rewrites_paths_and_refuses_duplicates(tmp_path: Path) -> None:

@@ -125,6 +125,7 @@ def train_seg_stage(job: SegStageJob) -> str:
                                    batch_size=int(spec.get("batch_size", 2)), seed=job.seed,
                                    precision=str(spec.get("precision", "fp32")),
                                    batch_dice=bool(spec.get("batch_dice", False)),
+                                   hard_negatives=spec.get("hard_negatives"),
                                    threads=_threads_now if _REMAINING is not None else None)
     if _REMAINING is not None:
         with _REMAINING.get_lock():

@@ -1,7 +1,8 @@
 """Train one segmentation model (SegResNetDS, DiceCE with deep supervision) from a prepared cache.
 
 Patches of the model's ``sliding_window.roi_size`` (D-H-W voxels on the model grid) are drawn at random,
-two thirds of them centred on a foreground voxel. Left/right flips are not used: the labels are lateral.
+two thirds of them centred on a foreground voxel (after the optional hard-negative patches, centred on the
+normal sacrum for the tumour model: ``hard_negatives``). Left/right flips are not used: the labels are lateral.
 
 Domain randomisation (:func:`randomise`, in HU before the intensity scaling, as SynthSeg does for MRI): bone
 contrast, a global offset, a smooth bias field, blur and noise, each drawn per patch, so that the model leans on
@@ -12,8 +13,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,7 +26,10 @@ from core.networks import build_segmenter
 from core.segment import scale_intensity
 
 
-def _load(cache: Path, name: str, ids: list[str], source_values: list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
+def _load(cache: Path, name: str, ids: list[str], source_values: list[int], hard_values: Sequence[int] = ()
+          ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per study: (CT in HU, target channels 0..n, D-H-W indices (int16) of the voxels of reference labels
+    ``hard_values`` that are not target: the centres of hard-negative patches, empty when none)."""
     data = []
     for cid in ids:
         z = np.load(cache / f"{cid}.npz")
@@ -32,17 +37,25 @@ def _load(cache: Path, name: str, ids: list[str], source_values: list[int]) -> l
         target = np.zeros(lab.shape, np.uint8)
         for ch, v in enumerate(source_values, start=1):
             target[lab == v] = ch
-        data.append((z[f"{name}_ct"], target))
+        hard = (np.argwhere(np.isin(lab, list(hard_values)) & (target == 0)).astype(np.int16) if hard_values
+                else np.empty((0, 3), np.int16))
+        data.append((z[f"{name}_ct"], target, hard))
     return data
 
 
-def _patch(ct: np.ndarray, lab: np.ndarray, roi: tuple[int, int, int], rng: np.random.Generator, fg_prob: float
-           ) -> tuple[np.ndarray, np.ndarray]:
+def _patch(ct: np.ndarray, lab: np.ndarray, roi: tuple[int, int, int], rng: np.random.Generator, fg_prob: float,
+           hard: np.ndarray | None = None, hard_fraction: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """A patch of ``roi`` voxels: with probability ``hard_fraction`` centred (+/- a quarter patch) on a voxel of
+    ``hard`` (hard-negative centres, when the study has any), else with probability ``fg_prob`` on a foreground
+    voxel, else anywhere."""
     pad = [(0, max(0, r - s)) for r, s in zip(roi, ct.shape)]
     if any(p[1] for p in pad):
         ct = np.pad(ct, pad, constant_values=-1024.0)
         lab = np.pad(lab, pad)
-    fg = np.argwhere(lab > 0) if rng.random() < fg_prob else np.empty((0, 3))
+    if hard_fraction > 0 and hard is not None and len(hard) and rng.random() < hard_fraction:
+        fg = hard
+    else:
+        fg = np.argwhere(lab > 0) if rng.random() < fg_prob else np.empty((0, 3))
     if len(fg):
         c = fg[rng.integers(len(fg))]
         start = [int(np.clip(c[i] - roi[i] // 2 + rng.integers(-roi[i] // 4, roi[i] // 4 + 1), 0, ct.shape[i] - roi[i]))
@@ -75,8 +88,8 @@ def randomise(hu: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def train_segmenter(cache: Path, name: str, ids: list[str], meta: ModelMetadata, *, iterations: int,
                     batch_size: int = 2, lr: float = 2e-3, seed: int = 0, log_every: int = 25,
-                    precision: str = "fp32", batch_dice: bool = False, threads: Callable[[], int] | None = None
-                    ) -> tuple[torch.nn.Module, dict]:
+                    precision: str = "fp32", batch_dice: bool = False, threads: Callable[[], int] | None = None,
+                    hard_negatives: Mapping[str, Any] | None = None) -> tuple[torch.nn.Module, dict]:
     """Train and return (model in eval mode, training summary). ``meta`` is the model's metadata draft (its
     ``architecture`` builds the network).
 
@@ -86,6 +99,9 @@ def train_segmenter(cache: Path, name: str, ids: list[str], meta: ModelMetadata,
     ``batch_dice``: the Dice term over the whole batch (nnU-Net's batch Dice) instead of per patch: a patch
     without the structure then no longer adds a Dice term of about 1 whatever the network predicts (MONAI
     ``DiceCELoss(batch=True)``).
+    ``hard_negatives``: ``{"source_values": [...], "fraction": f}``: a fraction ``f`` of the patches centred on
+    voxels of these reference labels that are not target (the tumour model: 4, the sacrum, so that the normal
+    sacrum, fatty or osteoporotic marrow included, is seen often and not taken for a lytic tumour). None: none.
     ``threads``: called every ``log_every`` iterations; the torch thread count is set to what it returns (lets a
     model trained beside another take the CPUs the other has freed). None: left as it is.
     """
@@ -95,7 +111,12 @@ def train_segmenter(cache: Path, name: str, ids: list[str], meta: ModelMetadata,
     rng = np.random.default_rng(seed)
     seg = meta.seg
     source_values = [int(lab.source_value) for lab in seg.foreground if lab.source_value is not None]
-    data = _load(cache, name, ids, source_values)
+    hard_cfg = dict(hard_negatives or {})
+    hard_values = [int(v) for v in hard_cfg.get("source_values", [])]
+    hard_fraction = float(hard_cfg.get("fraction", 0.0))
+    if not 0.0 <= hard_fraction < 1.0 or (hard_fraction > 0 and not hard_values):
+        raise ValueError(f"hard_negatives: fraction must be in [0, 1) with source_values, got {hard_cfg}")
+    data = _load(cache, name, ids, source_values, hard_values if hard_fraction > 0 else ())
     roi = seg.sliding_window.roi_size
     net = build_segmenter(dict(meta.architecture or {}))
     net.train()
@@ -107,8 +128,8 @@ def train_segmenter(cache: Path, name: str, ids: list[str], meta: ModelMetadata,
     for it in range(iterations):
         xs, ys = [], []
         for _ in range(batch_size):
-            ct, lab = data[int(rng.integers(len(data)))]
-            pc, pl = _patch(ct, lab, roi, rng, fg_prob=0.67)
+            ct, lab, hard = data[int(rng.integers(len(data)))]
+            pc, pl = _patch(ct, lab, roi, rng, fg_prob=0.67, hard=hard, hard_fraction=hard_fraction)
             img = scale_intensity(randomise(pc, rng), seg.intensity)
             xs.append(img[None])
             ys.append(pl[None].astype(np.int64))
@@ -136,7 +157,8 @@ def train_segmenter(cache: Path, name: str, ids: list[str], meta: ModelMetadata,
                   f"({time.time() - t0:.0f} s)", flush=True)
     net.eval()
     return net, {"iterations": iterations, "batch_size": batch_size, "lr": lr, "seed": seed, "precision": precision,
-                 "batch_dice": batch_dice, "final_loss": float(np.mean(history[-min(25, len(history)):])),
+                 "batch_dice": batch_dice, **({"hard_negatives": hard_cfg} if hard_fraction > 0 else {}),
+                 "final_loss": float(np.mean(history[-min(25, len(history)):])),
                  "train_seconds": round(time.time() - t0, 1),
                  "n_cases": len(ids)}
 
