@@ -776,3 +776,8 @@ def test_model_grid_dice_and_paired_comparison_on_a_prepared_cache(tmp_path: Pat
     result = compare([per, worse], n_resamples=200, seed=0)[label]
     assert result["n"] == 2
     assert result["first_minus_second"]["difference"] == pytest.approx((1.0 + 2 / 3) / 2 - 0.5)
+    # false positives: only C lacks the structure; its bright 8 x 8 x 8 cube is predicted, 512 voxels of the grid
+    from validation.model_grid import largest_component_ml_where_absent
+    fp = largest_component_ml_where_absent(tmp_path, ["A", "B", "C"], "tumour_seg", _Threshold().eval(), meta)
+    voxel_ml = float(np.prod(meta.seg.spacing_mm)) / 1000.0
+    assert fp == {label: {"C": pytest.approx(512 * voxel_ml)}}

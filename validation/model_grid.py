@@ -13,7 +13,7 @@ These are model-grid figures: the application's figures (``python -m validation`
 series grid, the largest connected component and the sacral-region rule.
 
     python -m validation.model_grid --cache PREPARED_CACHE --models models_new --models models \\
-        --name tumour_seg --out comparison.json
+        --name tumour_seg --out comparison.json [--false-positive-ml 10]
 """
 from __future__ import annotations
 
@@ -52,6 +52,33 @@ def model_grid_dice(cache: Path, case_ids: Sequence[str], name: str, module: tor
             ref = z[f"{name}_lab"] == lab.source_value
             if ref.any():
                 out[lab.label][cid] = metrics.dice(pred == ch, ref)
+    return out
+
+
+def largest_component_ml_where_absent(cache: Path, case_ids: Sequence[str], name: str, module: torch.nn.Module,
+                                      meta: ModelMetadata) -> dict[str, dict[str, float]]:
+    """``{structure label: {case_id: mL}}``: on the studies whose reference lacks the structure, the volume (mL,
+    model grid) of the largest 26-connected component the model predicts for it (0.0 when none): false
+    positives before the application's post-processing (its sacral-region rule and reporting volume)."""
+    from scipy import ndimage
+
+    from core.inference import predict_probabilities
+    from core.segment import scale_intensity
+    voxel_ml = float(np.prod(meta.seg.spacing_mm)) / 1000.0
+    out: dict[str, dict[str, float]] = {lab.label: {} for lab in meta.seg.foreground}
+    for cid in case_ids:
+        z = np.load(Path(cache) / f"{cid}.npz")
+        absent = [(ch, lab) for ch, lab in enumerate(meta.seg.foreground, start=1)
+                  if not (z[f"{name}_lab"] == lab.source_value).any()]
+        if not absent:
+            continue
+        probs = predict_probabilities(module, scale_intensity(z[f"{name}_ct"], meta.seg.intensity)[None], meta,
+                                      torch.device("cpu"))
+        pred = probs.argmax(0)
+        for ch, lab in absent:
+            cc, n = ndimage.label(pred == ch, structure=np.ones((3, 3, 3), bool))
+            sizes = np.bincount(cc.ravel())[1:] if n else np.zeros(1)
+            out[lab.label][cid] = float(sizes.max()) * voxel_ml
     return out
 
 
@@ -94,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="forward-pass precision on CPU, one per --models (default: each model's own setting)")
     ap.add_argument("--out", type=Path, help="write the figures and per-study Dice here (JSON)")
     ap.add_argument("--first", type=int, help="score only the first N studies of the cache (in case-id order)")
+    ap.add_argument("--false-positive-ml", type=float, default=None,
+                    help="also count, over ALL the cache's studies whose reference lacks a structure, those with a "
+                         "predicted component of at least this many mL (model grid)")
     a = ap.parse_args(argv)
     index = json.loads((a.cache / "index.json").read_text())
     ids = sorted(e["case_id"] for e in index)[:a.first]
@@ -111,6 +141,23 @@ def main(argv: list[str] | None = None) -> int:
             per_model.append(model_grid_dice(a.cache, ids, name, loaded.module, meta))
             versions.append(f"{loaded.metadata.version} ({forward_precision(meta, torch.device('cpu'))})")
         report[name] = {"versions": versions, "figures": compare(per_model), "per_study": per_model}
+        if a.false_positive_ml is not None:
+            all_ids = sorted(e["case_id"] for e in index)
+            fp = []
+            for folder, precision in zip(a.models, precisions):
+                loaded = load_model(folder, name)
+                meta = loaded.metadata if precision == "model" else with_cpu_precision(loaded.metadata, precision)
+                fp.append(largest_component_ml_where_absent(a.cache, all_ids, name, loaded.module, meta))
+            report[name]["false_positives"] = {
+                "min_component_ml": a.false_positive_ml,
+                "per_study_largest_component_ml": fp,
+                "counts": [{label: {"studies_without": len(v), "with_component":
+                                    sum(x >= a.false_positive_ml for x in v.values())} for label, v in m.items()}
+                           for m in fp]}
+            for v, c in zip(versions, report[name]["false_positives"]["counts"]):
+                print(f"{name} {v}: " + "; ".join(f"{label}: {x['with_component']} of {x['studies_without']} studies "
+                                                   f"without it have a component >= {a.false_positive_ml:g} mL"
+                                                   for label, x in c.items()), flush=True)
         for label, entry in report[name]["figures"].items():
             means = ", ".join(f"{v} {m['mean']['value']:.4f} ({m['mean']['ci_low']:.4f}-{m['mean']['ci_high']:.4f})"
                               for v, m in zip(versions, entry["models"]) if m.get("mean"))
