@@ -140,6 +140,22 @@ def test_hard_negative_patches_centre_on_the_normal_sacrum() -> None:
     assert np.mean([(pc == 100.0).any() for pc, _ in plain]) < 0.1
 
 
+@pytest.mark.unit
+def test_segmented_samples_keep_the_found_tumours_in_cache_order() -> None:
+    """The classifier's ``tumour_seg_mask`` samples: one per tumour case the tumour model found, with its own crop
+    and tabular values and the class index; a case it missed is left out (models 0.5.0's training crashed here:
+    the loop reused the name of the crop specification)."""
+    from training.train_all import segmented_samples
+    crops = {cid: np.full((2, 4, 4, 4), i, np.float32) for i, cid in enumerate(("A", "C"))}
+    seg_inputs = {cid: (crops[cid], {"tumour_volume_ml": 10.0 + i}) for i, cid in enumerate(("A", "C"))}
+    entries = [{"case_id": "A", "tumour_class": "chordoma"}, {"case_id": "B", "tumour_class": "metastasis"},
+               {"case_id": "C", "tumour_class": "giant_cell_tumour"}]
+    got = segmented_samples(seg_inputs, entries, list(TUMOUR_CLASSES))
+    assert [(g[0], g[3]) for g in got] == [("A", TUMOUR_CLASSES.index("chordoma")),
+                                           ("C", TUMOUR_CLASSES.index("giant_cell_tumour"))]
+    assert got[1][1] is crops["C"] and got[1][2] == {"tumour_volume_ml": 11.0}
+
+
 def test_combine_manifests_rewrites_paths_and_refuses_duplicates(tmp_path: Path) -> None:
     from training.data import combine_manifests, read_manifest
     for name, cid in (("a", "C1"), ("b", "N1")):

@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -255,10 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         min_ml = AnalysisConfig().min_tumour_volume_ml  # the application's threshold (== app.yaml)
         seg_inputs = segmented_classifier_inputs(manifest, [e["case_id"] for e in tum], tumour_model.module,
                                                  tumour_model.metadata, crop, min_ml)
-        for e in tum:
-            if e["case_id"] in seg_inputs:
-                crop, tab = seg_inputs[e["case_id"]]
-                samples["tumour_seg_mask"].append((e["case_id"], crop, tab, classes.index(e["tumour_class"])))
+        samples["tumour_seg_mask"] = segmented_samples(seg_inputs, tum, classes)
         print(f"[classifier] inputs from the tumour model's masks: {len(seg_inputs)} of {len(tum)} cases "
               f"({time.time() - t_seg:.0f} s)", flush=True)
     train_set, val_set = set(train_ids), set(val_ids)
@@ -325,6 +323,15 @@ def main(argv: list[str] | None = None) -> int:
     write_model(clf_folder, ts, meta)
     print(f"all models written to {a.out} in {time.time() - t_start:.0f} s", flush=True)
     return 0
+
+
+def segmented_samples(seg_inputs: Mapping[str, tuple[np.ndarray, dict]], tumour_entries: Sequence[Mapping[str, Any]],
+                      classes: Sequence[str]) -> list[tuple[str, np.ndarray, dict, int]]:
+    """Classifier samples ``(case_id, crop, raw tabular values, class index)`` of the tumour cases (cache index
+    entries, in their order) whose tumour the tumour model found (``seg_inputs``: :func:`training.data.
+    segmented_classifier_inputs`); the others are left out."""
+    return [(e["case_id"], *seg_inputs[e["case_id"]], classes.index(e["tumour_class"]))
+            for e in tumour_entries if e["case_id"] in seg_inputs]
 
 
 if __name__ == "__main__":
