@@ -32,26 +32,35 @@ from core.model_metadata import ModelMetadata
 from validation import metrics
 
 
+def _argmax_on_grid(z: Any, name: str, module: torch.nn.Module, meta: ModelMetadata) -> np.ndarray:
+    """The model's label map (channel indices, D-H-W) of a cached study ``z`` (:func:`core.inference.
+    predict_probabilities` on the scaled CT, then argmax): what both figures below score."""
+    from core.inference import predict_probabilities
+    from core.segment import scale_intensity
+    probs = predict_probabilities(module, scale_intensity(z[f"{name}_ct"], meta.seg.intensity)[None], meta,
+                                  torch.device("cpu"))
+    return probs.argmax(0)
+
+
 def model_grid_dice(cache: Path, case_ids: Sequence[str], name: str, module: torch.nn.Module,
                     meta: ModelMetadata) -> dict[str, dict[str, float]]:
     """``{structure label: {case_id: Dice}}`` of segmentation model ``name`` on the prepared ``cache``.
 
     ``cache/<case_id>.npz`` holds ``<name>_ct`` (HU) and ``<name>_lab`` (label values of the reference, the
     metadata's ``source_value``), both D-H-W on the model grid (:func:`training.data.prepare`). A study enters a
-    structure's figures only if its reference holds that structure (Dice in [0, 1]; a missed structure counts 0).
+    structure's figures only if its reference holds that structure (Dice in [0, 1]; a missed structure counts 0);
+    a study holding none of them is not run.
     """
-    from core.inference import predict_probabilities
-    from core.segment import scale_intensity
     out: dict[str, dict[str, float]] = {lab.label: {} for lab in meta.seg.foreground}
     for cid in case_ids:
         z = np.load(Path(cache) / f"{cid}.npz")
-        probs = predict_probabilities(module, scale_intensity(z[f"{name}_ct"], meta.seg.intensity)[None], meta,
-                                      torch.device("cpu"))
-        pred = probs.argmax(0)
-        for ch, lab in enumerate(meta.seg.foreground, start=1):
-            ref = z[f"{name}_lab"] == lab.source_value
-            if ref.any():
-                out[lab.label][cid] = metrics.dice(pred == ch, ref)
+        present = [(ch, lab, ref) for ch, lab in enumerate(meta.seg.foreground, start=1)
+                   if (ref := z[f"{name}_lab"] == lab.source_value).any()]
+        if not present:
+            continue
+        pred = _argmax_on_grid(z, name, module, meta)
+        for ch, lab, ref in present:
+            out[lab.label][cid] = metrics.dice(pred == ch, ref)
     return out
 
 
@@ -62,8 +71,6 @@ def largest_component_ml_where_absent(cache: Path, case_ids: Sequence[str], name
     positives before the application's post-processing (its sacral-region rule and reporting volume)."""
     from scipy import ndimage
 
-    from core.inference import predict_probabilities
-    from core.segment import scale_intensity
     voxel_ml = float(np.prod(meta.seg.spacing_mm)) / 1000.0
     out: dict[str, dict[str, float]] = {lab.label: {} for lab in meta.seg.foreground}
     for cid in case_ids:
@@ -72,9 +79,7 @@ def largest_component_ml_where_absent(cache: Path, case_ids: Sequence[str], name
                   if not (z[f"{name}_lab"] == lab.source_value).any()]
         if not absent:
             continue
-        probs = predict_probabilities(module, scale_intensity(z[f"{name}_ct"], meta.seg.intensity)[None], meta,
-                                      torch.device("cpu"))
-        pred = probs.argmax(0)
+        pred = _argmax_on_grid(z, name, module, meta)
         for ch, lab in absent:
             cc, n = ndimage.label(pred == ch, structure=np.ones((3, 3, 3), bool))
             sizes = np.bincount(cc.ravel())[1:] if n else np.zeros(1)
@@ -133,21 +138,18 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("give one --cpu-precision per --models")
     report: dict[str, Any] = {"cache": str(a.cache), "n_studies": len(ids), "models": [str(m) for m in a.models]}
     for name in a.name or ["hip_bone_seg", "tumour_seg"]:
-        per_model, versions = [], []
+        per_model, versions, fp = [], [], []
         for folder, precision in zip(a.models, precisions):
             loaded = load_model(folder, name)
             meta = loaded.metadata if precision == "model" else with_cpu_precision(loaded.metadata, precision)
             print(f"scoring {name} of {folder} on {len(ids)} studies ({precision})", flush=True)
             per_model.append(model_grid_dice(a.cache, ids, name, loaded.module, meta))
             versions.append(f"{loaded.metadata.version} ({forward_precision(meta, torch.device('cpu'))})")
+            if a.false_positive_ml is not None:   # over all the cache's studies, not only the first N
+                fp.append(largest_component_ml_where_absent(a.cache, sorted(e["case_id"] for e in index), name,
+                                                            loaded.module, meta))
         report[name] = {"versions": versions, "figures": compare(per_model), "per_study": per_model}
         if a.false_positive_ml is not None:
-            all_ids = sorted(e["case_id"] for e in index)
-            fp = []
-            for folder, precision in zip(a.models, precisions):
-                loaded = load_model(folder, name)
-                meta = loaded.metadata if precision == "model" else with_cpu_precision(loaded.metadata, precision)
-                fp.append(largest_component_ml_where_absent(a.cache, all_ids, name, loaded.module, meta))
             report[name]["false_positives"] = {
                 "min_component_ml": a.false_positive_ml,
                 "per_study_largest_component_ml": fp,
