@@ -15,7 +15,9 @@ Rules:
   ratio above ``max_hip_bone_volume_ratio`` is an implausible segmentation (outside the models' domain); hip
   bone touching a face of the grid is cut by the scan edge (the hip-frame location is then approximate);
 * tumour threshold: a tumour below ``min_tumour_volume_ml`` counts as none; rejected candidates below it are
-  not worth a reader's attention; a tumour touching a face of the grid may be underestimated.
+  not worth a reader's attention; a tumour touching a face of the grid may be underestimated;
+* tumour confidence: a tumour whose mean probability is below the tumour model's ``min_mean_probability``
+  (its metadata: the threshold belongs to the weights) counts as none, with a warning naming its volume.
 """
 from __future__ import annotations
 
@@ -103,6 +105,23 @@ def assess_hip_bones(left_ml: float, right_ml: float, faces: Sequence[str], anal
 def tumour_present(tumour_ml: float, analysis: AnalysisConfig) -> bool:
     """True when a segmented tumour of ``tumour_ml`` mL counts as a tumour (at least ``min_tumour_volume_ml``)."""
     return tumour_ml >= analysis.min_tumour_volume_ml
+
+
+def tumour_confident(mean_probability: float | None, min_mean_probability: float | None) -> bool:
+    """True when a tumour whose voxels have mean foreground probability ``mean_probability`` (0-1;
+    :func:`core.segment.mean_probability_in`) passes the tumour model's confidence rule ``min_mean_probability``
+    (its metadata; None: no rule, every tumour passes). A tumour without a measured probability passes only
+    without a rule."""
+    if min_mean_probability is None:
+        return True
+    return mean_probability is not None and mean_probability >= min_mean_probability
+
+
+def low_confidence_warning(tumour_ml: float, mean_probability: float | None, min_mean_probability: float) -> str:
+    """The warning for a tumour candidate in the sacral region not reported by :func:`tumour_confident`."""
+    shown = "unmeasured" if mean_probability is None else f"{mean_probability:.2f}"
+    return (f"a tumour candidate of {tumour_ml:.0f} mL in the sacral region was not reported: its mean probability "
+            f"{shown} is below the tumour model's threshold {min_mean_probability:.2f}")
 
 
 def rejected_candidates_warning(rejected_ml: Sequence[float], analysis: AnalysisConfig, *,

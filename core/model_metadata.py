@@ -516,7 +516,10 @@ class SegmentationSpec:
     ``spacing_mm``: model-grid spacing, D-H-W, mm, on the canonical LPS grid (``orientation``); ``antialias``:
     block-average before resampling (``core.segment.canonical_resample``); ``intensity``: the CT window;
     ``sliding_window``: inference ROI; ``labels``: background first, then one per output channel;
-    ``sacral_region``: the tumour model's domain in the hip frame (None for other models).
+    ``sacral_region``: the tumour model's domain in the hip frame (None for other models);
+    ``min_mean_probability``: the tumour model's confidence rule, in (0, 1) or None: a tumour (after
+    post-processing) is reported only when the mean foreground probability over its voxels is at least this
+    (:func:`core.segment.mean_probability_in`, :func:`core.assessment.tumour_confident`).
     """
 
     spacing_mm: tuple[float, float, float]
@@ -526,9 +529,10 @@ class SegmentationSpec:
     antialias: bool = False
     orientation: str = CANONICAL_ORIENTATION
     sacral_region: SacralRegion | None = None
+    min_mean_probability: float | None = None
 
     KEYS: ClassVar[tuple[str, ...]] = ("spacing_mm", "antialias", "orientation", "intensity", "sliding_window",
-                                       "labels", "sacral_region")
+                                       "labels", "sacral_region", "min_mean_probability")
 
     def __post_init__(self) -> None:
         if min(self.spacing_mm) <= 0:
@@ -538,6 +542,8 @@ class SegmentationSpec:
         values = [lab.value for lab in self.labels]
         if len(set(values)) != len(values):
             raise MetadataError("labels", f"label values must be unique, got {values}")
+        if self.min_mean_probability is not None and not 0.0 < self.min_mean_probability < 1.0:
+            raise MetadataError("min_mean_probability", f"must lie in (0, 1), got {self.min_mean_probability}")
         if "left_right" in self.sliding_window.flip_average and any(lab.laterality for lab in self.foreground):
             raise MetadataError("sliding_window.flip_average", "a left-right flip would swap lateralised labels "
                                                                "(a label has a laterality)")
@@ -560,7 +566,9 @@ class SegmentationSpec:
             antialias=_bool(d.get("antialias", False), "antialias"),
             orientation=_str(d.get("orientation", CANONICAL_ORIENTATION), "orientation"),
             sacral_region=SacralRegion.from_dict(d["sacral_region"], "sacral_region")
-            if d.get("sacral_region") else None)
+            if d.get("sacral_region") else None,
+            min_mean_probability=None if d.get("min_mean_probability") is None
+            else _float(d["min_mean_probability"], "min_mean_probability"))
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"spacing_mm": list(self.spacing_mm), "antialias": self.antialias,
@@ -569,6 +577,7 @@ class SegmentationSpec:
                                "labels": [lab.to_dict() for lab in self.labels]}
         if self.sacral_region is not None:
             out["sacral_region"] = self.sacral_region.to_dict()
+        _put(out, "min_mean_probability", self.min_mean_probability)
         return out
 
 

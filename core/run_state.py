@@ -69,6 +69,7 @@ class TumourFindings(TypedDict):
     centroid_lps_mm: list[float]
     location_hip_frame: list[float]
     location_hip_frame_mm: list[float]
+    mean_probability: float | None    # mean tumour-model probability over the tumour's voxels (0-1)
 
 
 class ClinicalFindings(TypedDict):
@@ -106,6 +107,9 @@ class RunState:
     tumour_labels: np.ndarray | None = None   # uint8, value 3
     sacral_region: FrameRegion | None = None  # from the tumour model's metadata
     tumour_grid_mm: float | None = None       # the tumour model's largest grid spacing (its metadata), mm
+    tumour_probability: Volume | None = None  # the tumour model's probability, float32 on its model grid
+    tumour_min_mean_probability: float | None = None  # the tumour model's confidence rule (its metadata)
+    tumour_mean_probability: float | None = None  # mean probability over the kept tumour (post-processing)
     labels: Volume | None = None              # combined and cleaned label map
     # findings
     hip_bone: HipBoneFindings | None = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -169,9 +170,17 @@ def probabilities_to_labels(
     return out
 
 
-def segment(ct: Volume, module: torch.nn.Module, metadata: ModelMetadata, device: torch.device,
-            grids: dict[tuple[float | bool, ...], Volume] | None = None) -> np.ndarray:
-    """Run one segmentation model on ``ct`` (HU, D-H-W, LPS). Returns uint8 labels D-H-W on ``ct``'s grid.
+class Segmentation(NamedTuple):
+    """Result of :func:`segment_with_probability`."""
+
+    labels: np.ndarray        #: uint8 D-H-W on the input series' grid (the model's foreground label values)
+    probability: Volume       #: float32 D-H-W on the model grid (canonical LPS): the largest foreground softmax
+
+
+def segment_with_probability(ct: Volume, module: torch.nn.Module, metadata: ModelMetadata, device: torch.device,
+                             grids: dict[tuple[float | bool, ...], Volume] | None = None) -> Segmentation:
+    """Run one segmentation model on ``ct`` (HU, D-H-W, LPS): its label map on ``ct``'s grid and its foreground
+    probability on the model grid (for :func:`mean_probability_in`).
 
     Output values are those of the model's foreground labels (``value`` > 0), in channel order.
     ``grids``: see :func:`model_input`.
@@ -181,4 +190,29 @@ def segment(ct: Volume, module: torch.nn.Module, metadata: ModelMetadata, device
     values = [lab.value for lab in metadata.seg.foreground]
     if len(values) != probs.shape[0] - 1:
         raise ValueError(f"model has {probs.shape[0] - 1} foreground channels, metadata lists {len(values)} labels")
-    return probabilities_to_labels(probs, grid, ct, values)
+    return Segmentation(probabilities_to_labels(probs, grid, ct, values),
+                        grid.with_array(np.ascontiguousarray(probs[1:].max(0), dtype=np.float32)))
+
+
+def segment(ct: Volume, module: torch.nn.Module, metadata: ModelMetadata, device: torch.device,
+            grids: dict[tuple[float | bool, ...], Volume] | None = None) -> np.ndarray:
+    """Run one segmentation model on ``ct`` (HU, D-H-W, LPS). Returns uint8 labels D-H-W on ``ct``'s grid
+    (:func:`segment_with_probability` without the probability)."""
+    return segment_with_probability(ct, module, metadata, device, grids).labels
+
+
+def mean_probability_in(mask: Volume, probability: Volume) -> float | None:
+    """Mean of ``probability`` (a model-grid map, e.g. :attr:`Segmentation.probability`) over the voxels of
+    ``mask`` (boolean, D-H-W, on any grid sharing its frame of reference, e.g. the series grid): each mask voxel
+    takes the value of the model-grid voxel nearest to its centre (LPS mm); centres outside the model grid count
+    0. None when the mask is empty. A whole-structure confidence: a component the model is unsure of has a low
+    mean even where its core passes 0.5.
+    """
+    idx = np.argwhere(np.asarray(mask.array, dtype=bool))
+    if not len(idx):
+        return None
+    g = np.rint(probability.lps_to_index(mask.index_to_lps(idx.astype(np.float64)))).astype(np.int64)
+    inside = np.all((g >= 0) & (g < np.array(probability.shape)), axis=1)
+    values = np.zeros(len(idx), np.float64)
+    values[inside] = probability.array[tuple(g[inside].T)]
+    return float(values.mean())

@@ -2,8 +2,9 @@
 
 Without a hip frame the study is not applicable (there is no sacral region in which to look, so neither a
 tumour nor its absence can be reported). A tumour below ``analysis.min_tumour_volume_ml`` counts as none
-(:func:`core.assessment.tumour_present`). In both cases the tumour voxels are removed, so that the SEG agrees
-with the SR (no tumour segment).
+(:func:`core.assessment.tumour_present`), and so does one below the tumour model's confidence rule
+(:func:`core.assessment.tumour_confident`, with a warning). In these cases the tumour voxels are removed, so that
+the SEG agrees with the SR (no tumour segment).
 """
 from __future__ import annotations
 
@@ -31,6 +32,13 @@ class HipFrameLocationOperator(StageOperator):
             labels.array[labels.array == TUMOUR] = 0
             state.status = Status.NO_TUMOUR
             return
+        p, rule = state.tumour_mean_probability, state.tumour_min_mean_probability
+        if not assessment.tumour_confident(p, rule):
+            assert rule is not None
+            labels.array[labels.array == TUMOUR] = 0
+            state.warn(assessment.low_confidence_warning(tumour_ml, p, rule))
+            state.status = Status.NO_TUMOUR
+            return
         loc = hip_frame.tumour_location(labels, TUMOUR, frame)
         margin = assessment.tumour_edge_margins_mm(state.config.analysis, state.tumour_grid_mm,
                                                  [float(s) for s in labels.spacing])
@@ -40,5 +48,6 @@ class HipFrameLocationOperator(StageOperator):
         r = {k: [round(float(x), 4) for x in v] for k, v in loc.items()}
         state.tumour = {"volume_ml": round(tumour_ml, 3), "centroid_lps_mm": r["centroid_lps_mm"],
                         "location_hip_frame": r["location_hip_frame"],
-                        "location_hip_frame_mm": r["location_hip_frame_mm"]}
+                        "location_hip_frame_mm": r["location_hip_frame_mm"],
+                        "mean_probability": None if p is None else round(p, 4)}
         state.status = Status.TUMOUR_FOUND

@@ -13,7 +13,7 @@ from typing import Any
 from monai.deploy.core import Fragment
 
 from core.run_state import RunState
-from core.segment import segment
+from core.segment import segment_with_probability
 from operators.base import ModelStageOperator
 
 
@@ -21,8 +21,9 @@ class SegmentationOperator(ModelStageOperator):
     """Runs model ``model_name`` and stores its label map (uint8, D-H-W, series grid) in ``state.<target>``.
 
     The tumour model (``target`` ``tumour_labels``) also passes on, from its metadata, its ``sacral_region``
-    (``state.sacral_region``; the post-processing step picks the tumour component in it) and its grid spacing
-    (``state.tumour_grid_mm``, the edge margin of the truncation check).
+    (``state.sacral_region``; the post-processing step picks the tumour component in it), its grid spacing
+    (``state.tumour_grid_mm``, the edge margin of the truncation check) and its confidence rule
+    (``state.tumour_min_mean_probability``), and its probability on the model grid (``state.tumour_probability``).
     """
 
     def __init__(self, fragment: Fragment, *args: Any, target: str, **kwargs: Any) -> None:
@@ -32,8 +33,11 @@ class SegmentationOperator(ModelStageOperator):
 
     def run(self, state: RunState) -> None:
         m = self.model(state)
+        result = segment_with_probability(state.require_loaded().volume, m.module, m.metadata, m.device,
+                                          state.model_grids)
         if self.target == "tumour_labels":
             state.sacral_region = m.metadata.frame_region
             state.tumour_grid_mm = max(m.metadata.seg.spacing_mm)
-        labels = segment(state.require_loaded().volume, m.module, m.metadata, m.device, state.model_grids)
-        setattr(state, self.target, labels)
+            state.tumour_min_mean_probability = m.metadata.seg.min_mean_probability
+            state.tumour_probability = result.probability
+        setattr(state, self.target, result.labels)
