@@ -202,17 +202,35 @@ def segment(ct: Volume, module: torch.nn.Module, metadata: ModelMetadata, device
 
 
 def mean_probability_in(mask: Volume, probability: Volume) -> float | None:
-    """Mean of ``probability`` (a model-grid map, e.g. :attr:`Segmentation.probability`) over the voxels of
-    ``mask`` (boolean, D-H-W, on any grid sharing its frame of reference, e.g. the series grid): each mask voxel
-    takes the value of the model-grid voxel nearest to its centre (LPS mm); centres outside the model grid count
-    0. None when the mask is empty. A whole-structure confidence: a component the model is unsure of has a low
-    mean even where its core passes 0.5.
+    """Mean of ``probability`` (a model-grid map, e.g. :attr:`Segmentation.probability`) over the model-grid
+    voxels whose centre falls in ``mask`` (boolean, D-H-W, on any grid sharing its frame of reference, e.g. the
+    series grid; nearest mask voxel): the structure's confidence measured on the grid the model predicted on, so
+    that the same structure gives the same value whatever the series' resolution. A mask too small to hold a
+    model-grid voxel centre takes instead, for each of its own voxels, the nearest model-grid voxel (centres
+    outside the model grid count 0). None when the mask is empty.
     """
-    idx = np.argwhere(np.asarray(mask.array, dtype=bool))
-    if not len(idx):
+    m = np.asarray(mask.array, dtype=bool)
+    box = bounding_box(m)
+    if box is None:
         return None
+    lo = np.array([s.start for s in box], float) - 0.5
+    hi = np.array([s.stop for s in box], float) - 0.5
+    corners = np.array([[a, b, c] for a in (lo[0], hi[0]) for b in (lo[1], hi[1]) for c in (lo[2], hi[2])])
+    g = probability.lps_to_index(mask.index_to_lps(corners))
+    g_lo = np.maximum(np.floor(g.min(0)), 0).astype(int)
+    g_hi = np.minimum(np.ceil(g.max(0)) + 1, probability.shape).astype(int)
+    if np.all(g_hi > g_lo):
+        grid_idx = np.stack(np.meshgrid(*[np.arange(a, b) for a, b in zip(g_lo, g_hi)], indexing="ij"), -1)
+        grid_idx = grid_idx.reshape(-1, 3)
+        t = np.rint(mask.lps_to_index(probability.index_to_lps(grid_idx.astype(np.float64)))).astype(np.int64)
+        ok = np.all((t >= 0) & (t < np.array(m.shape)), axis=1)
+        inside = np.zeros(len(t), bool)
+        inside[ok] = m[tuple(t[ok].T)]
+        if inside.any():
+            return float(probability.array[tuple(grid_idx[inside].T)].astype(np.float64).mean())
+    idx = np.argwhere(m)
     g = np.rint(probability.lps_to_index(mask.index_to_lps(idx.astype(np.float64)))).astype(np.int64)
-    inside = np.all((g >= 0) & (g < np.array(probability.shape)), axis=1)
+    ok = np.all((g >= 0) & (g < np.array(probability.shape)), axis=1)
     values = np.zeros(len(idx), np.float64)
-    values[inside] = probability.array[tuple(g[inside].T)]
+    values[ok] = probability.array[tuple(g[ok].T)]
     return float(values.mean())

@@ -220,3 +220,33 @@ def test_seg_has_no_tumour_segment_when_no_tumour_is_reported(studies: dict) -> 
     _, run = studies["none"]
     seg = pydicom.dcmread(run.output_dir / run.result["outputs"]["seg"])
     assert {item.SegmentLabel for item in seg.SegmentSequence} == {"hip bone left", "hip bone right"}
+
+
+def test_a_tumour_below_the_models_confidence_rule_is_reported_as_none(studies: dict, tmp_path: Path,
+                                                                        models_dir: Path) -> None:
+    """The tumour study again, with the tumour model's ``min_mean_probability`` set just above the mean probability
+    the first run measured over its tumour: no tumour, the warning naming volume and threshold, no tumour segment
+    in the SEG, and the SR agreeing."""
+    import json
+    import shutil
+    row, run = studies["tumour"]
+    p = run.result["tumour"]["mean_probability"]
+    rule = read_metadata(models_dir / "tumour_seg").seg.min_mean_probability
+    assert 0.5 < p <= 1.0 and (rule is None or p >= rule)  # reported, so it passed the shipped rule
+    assert p < 0.999, "the study's tumour is too certain for this test"
+    models = tmp_path / "models"
+    shutil.copytree(models_dir, models)
+    meta_path = models / "tumour_seg" / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    meta["min_mean_probability"] = round(min(p + 0.001, 0.999), 4)
+    meta_path.write_text(json.dumps(meta, indent=2))
+    strict = run_app(Path(row["root"]) / row["dicom_dir"], tmp_path / "out", models)
+    assert strict.returncode == 0, strict.stderr[-2000:]
+    doc = strict.result
+    assert doc["status"] == Status.NO_TUMOUR and doc["tumour"] is None and doc["predicted_class"] is None
+    volume = run.result["tumour"]["volume_ml"]
+    assert (f"a tumour candidate of {volume:.0f} mL in the sacral region was not reported: its mean probability "
+            f"{p:.2f} is below the tumour model's threshold {meta['min_mean_probability']:.2f}") in doc["warnings"]
+    seg = pydicom.dcmread(strict.output_dir / doc["outputs"]["seg"])
+    assert {item.SegmentLabel for item in seg.SegmentSequence} == {"hip bone left", "hip bone right"}
+    assert read_sr_findings(strict.output_dir / doc["outputs"]["sr"])["status"] == Status.NO_TUMOUR

@@ -32,12 +32,13 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from core import clinical, hip_frame
+from core.assessment import tumour_confident
 from core.classify import tumour_crop
 from core.dicom_header import DEFAULT_RULES, scan_folder
 from core.dicom_input import load_volume
 from core.model_metadata import CropSpec, ModelMetadata, SegmentationSpec
 from core.postprocess import HIP_LEFT, HIP_RIGHT, TUMOUR, merge_structures
-from core.segment import canonical_resample, segment
+from core.segment import canonical_resample, mean_probability_in, segment_with_probability
 from core.series_selection import select_series
 from core.volume import Volume, from_sitk, lattice_view
 
@@ -254,8 +255,9 @@ def segmented_classifier_inputs(manifest: Path, case_ids: list[str], tumour_modu
     (:func:`core.segment.segment`, CPU), its mask is merged with the reference hip bones and reduced to the
     largest component in the model's ``sacral_region`` (:func:`core.postprocess.merge_structures`), and the
     crop (:func:`core.classify.tumour_crop`) and tabular values (:func:`tabular_values`) are computed from that
-    label map. Cases whose segmented tumour is below ``min_tumour_volume_ml`` (mL; the application then reports
-    no tumour and classifies nothing) are left out. The reference hip bones stand in for the hip model's (Dice
+    label map. Cases whose segmented tumour is below ``min_tumour_volume_ml`` (mL) or below the tumour model's
+    confidence rule (:func:`core.assessment.tumour_confident`; the application then reports no tumour and
+    classifies nothing) are left out. The reference hip bones stand in for the hip model's (Dice
     above 0.9; this halves the time).
     """
     import torch
@@ -267,10 +269,11 @@ def segmented_classifier_inputs(manifest: Path, case_ids: list[str], tumour_modu
         if case.case_id not in wanted:
             continue
         ct, lab, header = load_case(case)
-        tumour = segment(ct, tumour_module, tumour_meta, torch.device("cpu"))
-        labels = lab.with_array(merge_structures(lab.array, tumour, affine=lab.affine, region=region).labels)
+        tumour = segment_with_probability(ct, tumour_module, tumour_meta, torch.device("cpu"))
+        labels = lab.with_array(merge_structures(lab.array, tumour.labels, affine=lab.affine, region=region).labels)
         mask = labels.array == TUMOUR
-        if float(mask.sum()) * labels.voxel_volume_ml < min_tumour_volume_ml:
+        if float(mask.sum()) * labels.voxel_volume_ml < min_tumour_volume_ml or not tumour_confident(
+                mean_probability_in(labels.with_array(mask), tumour.probability), tumour_meta.seg.min_mean_probability):
             continue
         out[case.case_id] = (tumour_crop(ct, mask, crop_spec), tabular_values(labels, header))
     return out
