@@ -245,8 +245,11 @@ def test_a_tumour_below_the_models_confidence_rule_is_reported_as_none(studies: 
     doc = strict.result
     assert doc["status"] == Status.NO_TUMOUR and doc["tumour"] is None and doc["predicted_class"] is None
     volume = run.result["tumour"]["volume_ml"]
-    assert (f"a tumour candidate of {volume:.0f} mL in the sacral region was not reported: its mean probability "
-            f"{p:.2f} is below the tumour model's threshold {meta['min_mean_probability']:.2f}") in doc["warnings"]
+    said = [w for w in doc["warnings"] if w.startswith(f"a tumour candidate of {volume:.0f} mL in the sacral region "
+                                                       "was not reported: its mean probability ")]
+    assert len(said) == 1 and said[0].endswith(f"is below the tumour model's threshold "
+                                               f"{meta['min_mean_probability']:.2f}")
+    assert float(said[0].split("mean probability ")[1].split()[0]) == pytest.approx(p, abs=0.006)
     seg = pydicom.dcmread(strict.output_dir / doc["outputs"]["seg"])
     assert {item.SegmentLabel for item in seg.SegmentSequence} == {"hip bone left", "hip bone right"}
     assert read_sr_findings(strict.output_dir / doc["outputs"]["sr"])["status"] == Status.NO_TUMOUR
