@@ -781,3 +781,20 @@ def test_model_grid_dice_and_paired_comparison_on_a_prepared_cache(tmp_path: Pat
     fp = largest_component_ml_where_absent(tmp_path, ["A", "B", "C"], "tumour_seg", _Threshold().eval(), meta)
     voxel_ml = float(np.prod(meta.seg.spacing_mm)) / 1000.0
     assert fp == {label: {"C": pytest.approx(512 * voxel_ml)}}
+
+
+def test_detection_operating_points_count_what_each_confidence_threshold_would_report() -> None:
+    from sklearn.metrics import roc_auc_score
+    truth = np.array([True, True, True, True, False, False, False])
+    found = np.array([True, True, True, False, True, True, False])
+    p = np.array([0.95, 0.90, 0.84, np.nan, 0.88, 0.80, np.nan])
+    out = M.detection_operating_points(truth, found, p)
+    rows = {pt["min_mean_probability"]: (pt["tp"], pt["fp"], pt["fn"], pt["tn"]) for pt in out["operating_points"]}
+    # three tumour-free studies: two with a (false) tumour at 0.88 and 0.80, one without
+    assert rows == {0.0: (3, 2, 1, 1), 0.8: (3, 2, 1, 1), 0.84: (3, 1, 1, 2), 0.88: (2, 1, 2, 2),
+                    0.9: (2, 0, 2, 3), 0.95: (1, 0, 3, 3)}
+    at_088 = next(pt for pt in out["operating_points"] if pt["min_mean_probability"] == 0.88)
+    assert at_088["sensitivity"] == pytest.approx(0.5) and at_088["specificity"] == pytest.approx(2 / 3)
+    assert out["auc_mean_probability"] == pytest.approx(roc_auc_score(truth, np.where(found, p, 0.0)))
+    with pytest.raises(ValueError):
+        M.detection_operating_points(truth, found, np.where(found, np.nan, 0.5))

@@ -17,6 +17,7 @@ Which cases count where (also in docs/validation.md):
 """
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -93,6 +94,19 @@ def detection_block(records: list[dict[str, Any]], n_resamples: int, seed: int) 
     return M.detection_report(np.array([r["truth"] != NONE for r in det], dtype=bool),
                               np.array([r["status"] == Status.TUMOUR_FOUND for r in det], dtype=bool),
                               n_resamples, seed)
+
+
+def detection_confidence_block(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """:func:`validation.metrics.detection_operating_points` of the detection cases; ``{"n", "why"}`` instead
+    when a found tumour has no mean probability (a run of an application version before 1 Dec 2026)."""
+    det = [r for r in records if is_detection_case(r)]
+    found = [r["status"] == Status.TUMOUR_FOUND for r in det]
+    if any(f and r.get("tumour_mean_probability") is None for r, f in zip(det, found)):
+        return {"n": len(det), "why": "a found tumour without tumour.mean_probability in its result.json"}
+    return M.detection_operating_points(
+        np.array([r["truth"] != NONE for r in det], dtype=bool), np.array(found, dtype=bool),
+        np.array([r.get("tumour_mean_probability") if f and r.get("tumour_mean_probability") is not None
+                  else math.nan for r, f in zip(det, found)], dtype=float))
 
 
 def segmentation_block(records: list[dict[str, Any]], n_resamples: int, seed: int) -> dict[str, Any]:
@@ -220,6 +234,7 @@ def build_metrics(records: list[dict[str, Any]], *, classes: Sequence[str],
             "n_unlabelled": sum(r["truth"] is None for r in records),
         },
         "detection": detection_block(records, n_resamples, seed),
+        "detection_by_confidence": detection_confidence_block(records),
         "classification": classification_block(cls_records, classes, n_resamples, seed),
         "segmentation": seg,
         "subgroups": subgroup_block(records, subgroup_columns, classes, n_resamples, seed),
@@ -237,6 +252,7 @@ def build_metrics(records: list[dict[str, Any]], *, classes: Sequence[str],
 def _case_row(r: dict[str, Any]) -> dict[str, Any]:
     row = {k: r[k] for k in ("case_id", "truth", "status", "exit_code", "predicted_class", "probabilities",
                              "tumour_volume_ml", "hip_bone_left_ml", "hip_bone_right_ml", "reason", "warnings")}
+    row["tumour_mean_probability"] = r.get("tumour_mean_probability")
     row["ablation"] = r.get("ablation") or {}
     row["segmentation"] = r.get("segmentation")
     row["segmentation_error"] = r.get("segmentation_error")

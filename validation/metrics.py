@@ -302,6 +302,33 @@ def detection_report(truth_tumour: np.ndarray, found: np.ndarray, n_resamples: i
             "tn": int((~t & ~f).sum()), **ci}
 
 
+def detection_operating_points(truth_tumour: np.ndarray, found: np.ndarray, mean_probability: np.ndarray
+                               ) -> dict[str, Any]:
+    """Detection at each confidence threshold the run allows: for every distinct mean probability ``t`` of a found
+    tumour (``result.json`` ``tumour.mean_probability``, 0-1; nan where none was found), the counts and rates if
+    the tumour model's rule ``min_mean_probability`` were ``t`` (found tumours below ``t`` reported as none), and
+    the AUC of the mean probability (0 where no tumour was found) for reference tumour vs none. What a site reads
+    to choose its own operating point; valid for thresholds above any rule the run was made with."""
+    t = np.asarray(truth_tumour, dtype=bool)
+    f = np.asarray(found, dtype=bool)
+    p = np.asarray(mean_probability, dtype=float)
+    if not (t.shape == f.shape == p.shape):
+        raise ValueError("truth_tumour, found and mean_probability must have the same shape")
+    if np.any(f & np.isnan(p)):
+        raise ValueError("a found tumour without its mean probability")
+    score = np.where(f, p, 0.0)
+    points = []
+    for thr in [0.0, *sorted(set(np.round(p[f], 4).tolist()))]:
+        kept = f & (score >= thr - 1e-9)
+        tp, fp = int((t & kept).sum()), int((~t & kept).sum())
+        fn, tn = int(t.sum()) - tp, int((~t).sum()) - fp
+        r = binary_rates(tp, fp, fn, tn)
+        points.append({"min_mean_probability": thr, "tp": tp, "fp": fp, "fn": fn, "tn": tn,
+                       "sensitivity": r["sensitivity"], "specificity": r["specificity"]})
+    return {"n": int(t.size), "auc_mean_probability": binary_auc(t, score) if 0 < t.sum() < t.size else math.nan,
+            "operating_points": points}
+
+
 def roc_curves(y_true: np.ndarray, scores: np.ndarray, classes: Sequence[str]) -> dict[str, dict[str, list[float]]]:
     """One-vs-rest ROC curve of each class present (``{"fpr", "tpr"}``), for plots."""
     y_true = np.asarray(y_true, dtype=int)

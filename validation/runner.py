@@ -195,6 +195,7 @@ def case_record(cfg: RunConfig, case: Case) -> dict[str, Any]:
         "probabilities": dict(result.get("probabilities") or {}),
         "ablation": dict(result.get("ablation") or {}),
         "tumour_volume_ml": tumour.get("volume_ml"),
+        "tumour_mean_probability": tumour.get("mean_probability"),
         "hip_bone_left_ml": hip.get("left_volume_ml"),
         "hip_bone_right_ml": hip.get("right_volume_ml"),
         "models": result.get("models") or {},
