@@ -107,9 +107,8 @@ class RunState:
     tumour_labels: np.ndarray | None = None   # uint8, value 3
     sacral_region: FrameRegion | None = None  # from the tumour model's metadata
     tumour_grid_mm: float | None = None       # the tumour model's largest grid spacing (its metadata), mm
-    tumour_probability: Volume | None = None  # the tumour model's probability, float32 on its model grid
+    tumour_probability: Volume | None = None  # tumour model probability, float32, model grid (until located)
     tumour_min_mean_probability: float | None = None  # the tumour model's confidence rule (its metadata)
-    tumour_mean_probability: float | None = None  # mean probability over the kept tumour (post-processing)
     labels: Volume | None = None              # combined and cleaned label map
     # findings
     hip_bone: HipBoneFindings | None = None

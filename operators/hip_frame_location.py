@@ -11,6 +11,7 @@ from __future__ import annotations
 from core import assessment, hip_frame
 from core.postprocess import TUMOUR
 from core.run_state import RunState
+from core.segment import mean_probability_in
 from core.status import Status
 from operators.base import StageOperator
 
@@ -27,15 +28,19 @@ class HipFrameLocationOperator(StageOperator):
             state.warn(f"{assessment.NOT_APPLICABLE}{state.hip_frame_error or 'no hip frame'}")
             state.status = Status.NOT_APPLICABLE
             return
-        tumour_ml = float((labels.array == TUMOUR).sum() * labels.voxel_volume_ml)
+        mask = labels.array == TUMOUR
+        tumour_ml = float(mask.sum() * labels.voxel_volume_ml)
         if not assessment.tumour_present(tumour_ml, state.config.analysis):
-            labels.array[labels.array == TUMOUR] = 0
+            labels.array[mask] = 0
             state.status = Status.NO_TUMOUR
             return
-        p, rule = state.tumour_mean_probability, state.tumour_min_mean_probability
+        # the tumour's confidence (core.segment), measured only for a tumour that passed the volume threshold
+        probability, state.tumour_probability = state.tumour_probability, None  # freed once used
+        p = None if probability is None else mean_probability_in(labels.with_array(mask), probability)
+        rule = state.tumour_min_mean_probability
         if not assessment.tumour_confident(p, rule):
             assert rule is not None
-            labels.array[labels.array == TUMOUR] = 0
+            labels.array[mask] = 0
             state.warn(assessment.low_confidence_warning(tumour_ml, p, rule))
             state.status = Status.NO_TUMOUR
             return

@@ -1,7 +1,6 @@
 """Step 4: combine the two segmentations, keep the largest component of each structure, check the hip bones.
 
-The tumour is the largest candidate inside the sacral region of the hip frame (``core.postprocess``), and its
-mean probability is measured here (``core.segment.mean_probability_in``) before the probabilities are freed; the
+The tumour is the largest candidate inside the sacral region of the hip frame (``core.postprocess``); the
 hip-bone plausibility rules are :func:`core.assessment.assess_hip_bones`: not applicable when a hip bone is
 missing (no pelvis in the field of view) or the two hip bones are implausibly unequal (a segmentation outside
 its domain), and a warning for a hip bone cut by the edge of the scan.
@@ -11,9 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from core import assessment, hip_frame
-from core.postprocess import HIP_LEFT, HIP_RIGHT, TUMOUR, merge_structures
+from core.postprocess import HIP_LEFT, HIP_RIGHT, merge_structures
 from core.run_state import RunState
-from core.segment import mean_probability_in
 from core.status import Status
 from operators.base import StageOperator
 
@@ -29,10 +27,7 @@ class LargestComponentOperator(StageOperator):
         labels = merged.labels
         state.labels = ct.with_array(labels)
         state.hip_frame, state.hip_frame_error = merged.frame, merged.frame_error
-        if state.tumour_probability is not None:  # the kept tumour's confidence (core.segment)
-            state.tumour_mean_probability = mean_probability_in(state.labels.with_array(labels == TUMOUR),
-                                                                state.tumour_probability)
-        state.hip_labels = state.tumour_labels = state.tumour_probability = None  # free memory
+        state.hip_labels = state.tumour_labels = None  # free memory
         state.model_grids.clear()
         warning = assessment.rejected_candidates_warning(merged.rejected_tumour_ml, analysis, located=merged.located)
         if warning:

@@ -105,8 +105,7 @@ def detection_confidence_block(records: list[dict[str, Any]]) -> dict[str, Any]:
         return {"n": len(det), "why": "a found tumour without tumour.mean_probability in its result.json"}
     return M.detection_operating_points(
         np.array([r["truth"] != NONE for r in det], dtype=bool), np.array(found, dtype=bool),
-        np.array([r.get("tumour_mean_probability") if f and r.get("tumour_mean_probability") is not None
-                  else math.nan for r, f in zip(det, found)], dtype=float))
+        np.array([r["tumour_mean_probability"] if f else math.nan for r, f in zip(det, found)], dtype=float))
 
 
 def segmentation_block(records: list[dict[str, Any]], n_resamples: int, seed: int) -> dict[str, Any]:
