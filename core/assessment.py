@@ -107,14 +107,31 @@ def tumour_present(tumour_ml: float, analysis: AnalysisConfig) -> bool:
     return tumour_ml >= analysis.min_tumour_volume_ml
 
 
-def tumour_confident(mean_probability: float | None, min_mean_probability: float | None) -> bool:
+def tumour_confident(mean_probability: float | None, min_mean_probability: float | None, *,
+                     cut_by_edge: bool = False) -> bool:
     """True when a tumour whose voxels have mean foreground probability ``mean_probability`` (0-1;
     :func:`core.segment.mean_probability_in`) passes the tumour model's confidence rule ``min_mean_probability``
     (its metadata; None: no rule, every tumour passes). A tumour without a measured probability passes only
-    without a rule."""
-    if min_mean_probability is None:
+    without a rule.
+
+    A tumour cut by the scan edge (``cut_by_edge``: it touches a face of the grid within the edge margin,
+    :func:`tumour_edge_margins_mm`) always passes: the model sees only part of it, without the context beyond
+    the edge, so its probability is low for a reason the rule was not chosen on, and the reader is warned of the
+    cut instead (:func:`tumour_truncation_warning`). Models 0.6.4 applied the rule to such tumours and hid one.
+    """
+    if min_mean_probability is None or cut_by_edge:
         return True
     return mean_probability is not None and mean_probability >= min_mean_probability
+
+
+def tumour_reported(tumour_ml: float, mean_probability: float | None, edge_faces: Sequence[str],
+                    analysis: AnalysisConfig, min_mean_probability: float | None) -> bool:
+    """True when a tumour candidate in the sacral region is reported: at least ``analysis.min_tumour_volume_ml``
+    (:func:`tumour_present`) and confident (:func:`tumour_confident`; ``edge_faces``: the grid faces it touches,
+    :func:`core.hip_frame.truncated_faces` with :func:`tumour_edge_margins_mm`). The application's rule, shared
+    by training (classifier inputs cut from the tumour model's masks) and inference."""
+    return tumour_present(tumour_ml, analysis) and tumour_confident(mean_probability, min_mean_probability,
+                                                                    cut_by_edge=bool(edge_faces))
 
 
 def low_confidence_warning(tumour_ml: float, mean_probability: float | None, min_mean_probability: float) -> str:

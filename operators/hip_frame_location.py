@@ -3,7 +3,8 @@
 Without a hip frame the study is not applicable (there is no sacral region in which to look, so neither a
 tumour nor its absence can be reported). A tumour below ``analysis.min_tumour_volume_ml`` counts as none
 (:func:`core.assessment.tumour_present`), and so does one below the tumour model's confidence rule
-(:func:`core.assessment.tumour_confident`, with a warning). In these cases the tumour voxels are removed, so that
+(:func:`core.assessment.tumour_confident`, with a warning; a tumour cut by the scan edge is exempt and reported
+with a truncation warning instead). In these cases the tumour voxels are removed, so that
 the SEG agrees with the SR (no tumour segment).
 """
 from __future__ import annotations
@@ -34,20 +35,21 @@ class HipFrameLocationOperator(StageOperator):
             labels.array[mask] = 0
             state.status = Status.NO_TUMOUR
             return
+        margin = assessment.tumour_edge_margins_mm(state.config.analysis, state.tumour_grid_mm,
+                                                 [float(s) for s in labels.spacing])
+        faces = hip_frame.truncated_faces(labels, (TUMOUR,), margin)
         # the tumour's confidence (core.segment), measured only for a tumour that passed the volume threshold
         probability, state.tumour_probability = state.tumour_probability, None  # freed once used
         p = None if probability is None else mean_probability_in(labels.with_array(mask), probability)
         rule = state.tumour_min_mean_probability
-        if not assessment.tumour_confident(p, rule):
+        if not assessment.tumour_confident(p, rule, cut_by_edge=bool(faces)):
             assert rule is not None
             labels.array[mask] = 0
             state.warn(assessment.low_confidence_warning(tumour_ml, p, rule))
             state.status = Status.NO_TUMOUR
             return
         loc = hip_frame.tumour_location(labels, TUMOUR, frame)
-        margin = assessment.tumour_edge_margins_mm(state.config.analysis, state.tumour_grid_mm,
-                                                 [float(s) for s in labels.spacing])
-        warning = assessment.tumour_truncation_warning(hip_frame.truncated_faces(labels, (TUMOUR,), margin))
+        warning = assessment.tumour_truncation_warning(faces)
         if warning:
             state.warn(warning)
         r = {k: [round(float(x), 4) for x in v] for k, v in loc.items()}

@@ -8,7 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from core.assessment import low_confidence_warning, tumour_confident
+from core.assessment import low_confidence_warning, tumour_confident, tumour_reported
+from core.config import AnalysisConfig
 from core.model_metadata import MetadataError, ModelMetadata
 from core.segment import mean_probability_in
 from core.volume import Volume, affine_from_dicom
@@ -82,9 +83,23 @@ def test_the_confidence_rule_and_its_warning() -> None:
     assert tumour_confident(0.5, None) and tumour_confident(None, None)
     assert tumour_confident(0.85, 0.85) and not tumour_confident(0.8499, 0.85)
     assert not tumour_confident(None, 0.85)  # a rule and nothing measured: not reported
+    # a tumour cut by the scan edge passes whatever its probability (models 0.6.4 hid one)
+    assert tumour_confident(0.30, 0.85, cut_by_edge=True) and tumour_confident(None, 0.85, cut_by_edge=True)
+    assert not tumour_confident(0.30, 0.85, cut_by_edge=False)
     assert low_confidence_warning(23.7, 0.7134, 0.85) == (
         "a tumour candidate of 24 mL in the sacral region was not reported: its mean probability 0.71 is below "
         "the tumour model's threshold 0.85")
+
+
+def test_a_tumour_is_reported_past_the_volume_threshold_and_the_rule_unless_cut_by_the_edge() -> None:
+    """:func:`core.assessment.tumour_reported`, the rule training and inference share: the volume threshold
+    (10 mL by default) always applies; the confidence rule only to a tumour touching no face of the grid."""
+    a = AnalysisConfig()
+    assert tumour_reported(10.0, 0.90, (), a, 0.85) and not tumour_reported(9.99, 0.90, (), a, 0.85)
+    assert not tumour_reported(50.0, 0.80, (), a, 0.85) and tumour_reported(50.0, 0.80, (), a, None)
+    assert tumour_reported(50.0, 0.80, ("h_last",), a, 0.85)
+    assert not tumour_reported(9.0, 0.99, ("h_last",), a, 0.85)  # the cut does not lift the volume threshold
+    assert tumour_reported(6.0, 0.90, (), AnalysisConfig(min_tumour_volume_ml=5.0), 0.85)
 
 
 @pytest.mark.parametrize("value", [0.0, 1.0, 1.5, -0.1])

@@ -14,7 +14,7 @@ from typing import Any
 import pydicom
 import pytest
 import yaml
-from conftest import REPO, assert_nested_close
+from conftest import REPO, assert_nested_close, run_app
 from robust_cases import ALL_CASES, IDENT, NON_ASCII_NAME, CaseRun, Cases
 
 from core.run_state import output_files
@@ -205,6 +205,31 @@ def test_tumour_touching_the_edge_is_reported(cases: Cases) -> None:
     assert doc["status"] == Status.TUMOUR_FOUND, doc["warnings"]
     edge = [w for w in doc["warnings"] if w.startswith("sacral tumour touches the edge of the scan")]
     assert edge and "h_last" in edge[0], doc["warnings"]
+
+
+def test_a_tumour_cut_by_the_edge_is_exempt_from_the_confidence_rule(cases: Cases, tmp_path: Path,
+                                                                     models_dir: Path) -> None:
+    """The edge case again, with the tumour model's ``min_mean_probability`` set above the mean probability the
+    first run measured: the cut tumour is still reported, with the same volume and the edge warning, and no
+    low-confidence warning (core.assessment.tumour_confident; models 0.6.4 applied their rule to it and hid it)."""
+    import shutil
+    first = cases.run("tumour_at_edge")
+    assert first.result["status"] == Status.TUMOUR_FOUND and first.input_dir is not None
+    p = first.result["tumour"]["mean_probability"]
+    assert p is not None and p < 0.99, "the cut tumour is too certain for this test"
+    models = tmp_path / "models"
+    shutil.copytree(models_dir, models)
+    meta_path = models / "tumour_seg" / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    meta["min_mean_probability"] = round(p + 0.01, 4)
+    meta_path.write_text(json.dumps(meta, indent=2))
+    strict = run_app(first.input_dir, tmp_path / "out", models)
+    assert strict.returncode == 0, strict.stderr[-2000:]
+    doc = strict.result
+    assert doc["status"] == Status.TUMOUR_FOUND, doc["warnings"]
+    assert doc["tumour"]["volume_ml"] == pytest.approx(first.result["tumour"]["volume_ml"], rel=1e-6)
+    assert any(w.startswith("sacral tumour touches the edge of the scan") for w in doc["warnings"])
+    assert not any("was not reported" in w for w in doc["warnings"]), doc["warnings"]
 
 
 def test_pelvis_without_tumour(cases: Cases) -> None:

@@ -32,8 +32,9 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from core import clinical, hip_frame
-from core.assessment import tumour_confident
+from core.assessment import tumour_edge_margins_mm, tumour_reported
 from core.classify import tumour_crop
+from core.config import AnalysisConfig
 from core.dicom_header import DEFAULT_RULES, scan_folder
 from core.dicom_input import load_volume
 from core.model_metadata import CropSpec, ModelMetadata, SegmentationSpec
@@ -247,7 +248,7 @@ def _prepare_case(job: tuple) -> dict[str, Any]:
 
 
 def segmented_classifier_inputs(manifest: Path, case_ids: list[str], tumour_module: Any, tumour_meta: ModelMetadata,
-                                crop_spec: CropSpec, min_tumour_volume_ml: float
+                                crop_spec: CropSpec, analysis: AnalysisConfig
                                 ) -> dict[str, tuple[np.ndarray, dict[str, float | None]]]:
     """Classifier inputs cut with the tumour model's own mask: ``{case_id: (crop, raw tabular values)}``.
 
@@ -255,10 +256,10 @@ def segmented_classifier_inputs(manifest: Path, case_ids: list[str], tumour_modu
     (:func:`core.segment.segment`, CPU), its mask is merged with the reference hip bones and reduced to the
     largest component in the model's ``sacral_region`` (:func:`core.postprocess.merge_structures`), and the
     crop (:func:`core.classify.tumour_crop`) and tabular values (:func:`tabular_values`) are computed from that
-    label map. Cases whose segmented tumour is below ``min_tumour_volume_ml`` (mL) or below the tumour model's
-    confidence rule (:func:`core.assessment.tumour_confident`; the application then reports no tumour and
-    classifies nothing) are left out. The reference hip bones stand in for the hip model's (Dice
-    above 0.9; this halves the time).
+    label map. Cases whose segmented tumour the application would not report
+    (:func:`core.assessment.tumour_reported` with ``analysis``: below its volume threshold, or below the tumour
+    model's confidence rule unless cut by the scan edge; it then classifies nothing) are left out. The reference
+    hip bones stand in for the hip model's (Dice above 0.9; this halves the time).
     """
     import torch
 
@@ -272,8 +273,11 @@ def segmented_classifier_inputs(manifest: Path, case_ids: list[str], tumour_modu
         tumour = segment_with_probability(ct, tumour_module, tumour_meta, torch.device("cpu"))
         labels = lab.with_array(merge_structures(lab.array, tumour.labels, affine=lab.affine, region=region).labels)
         mask = labels.array == TUMOUR
-        if float(mask.sum()) * labels.voxel_volume_ml < min_tumour_volume_ml or not tumour_confident(
-                mean_probability_in(labels.with_array(mask), tumour.probability), tumour_meta.seg.min_mean_probability):
+        faces = hip_frame.truncated_faces(labels, (TUMOUR,), tumour_edge_margins_mm(
+            analysis, max(tumour_meta.seg.spacing_mm), [float(s) for s in labels.spacing]))
+        if not tumour_reported(float(mask.sum()) * labels.voxel_volume_ml,
+                               mean_probability_in(labels.with_array(mask), tumour.probability), faces, analysis,
+                               tumour_meta.seg.min_mean_probability):
             continue
         out[case.case_id] = (tumour_crop(ct, mask, crop_spec), tabular_values(labels, header))
     return out

@@ -253,9 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     if "tumour_seg_mask" in sources:
         t_seg = time.time()
         tumour_model = load_model(a.out, "tumour_seg")
-        min_ml = AnalysisConfig().min_tumour_volume_ml  # the application's threshold (== app.yaml)
         seg_inputs = segmented_classifier_inputs(manifest, [e["case_id"] for e in tum], tumour_model.module,
-                                                 tumour_model.metadata, crop, min_ml)
+                                                 tumour_model.metadata, crop, AnalysisConfig())  # == app.yaml
         samples["tumour_seg_mask"] = segmented_samples(seg_inputs, tum, classes)
         print(f"[classifier] inputs from the tumour model's masks: {len(seg_inputs)} of {len(tum)} cases "
               f"({time.time() - t_seg:.0f} s)", flush=True)
