@@ -117,6 +117,19 @@ def _foreground_box(fg: np.ndarray, margin: int = 2) -> tuple[slice, ...] | None
     return tuple(slice(max(b.start - margin, 0), min(b.stop + margin, n)) for b, n in zip(box, fg.shape))
 
 
+def _mapped_index_range(lo: np.ndarray, hi: np.ndarray, source: Volume, target: Volume,
+                        pad: int) -> tuple[np.ndarray, np.ndarray]:
+    """Index range ``[start, stop)`` (int, D-H-W) on ``target``'s grid that covers the box between the continuous
+    indices ``lo`` and ``hi`` (D-H-W) of ``source``'s grid: the box's 8 corners mapped through LPS, widened by
+    ``pad`` voxels on each side, clipped to ``target``'s shape. ``stop <= start`` on some axis when the box lies
+    outside ``target``."""
+    corners = np.array([[a, b, c] for a in (lo[0], hi[0]) for b in (lo[1], hi[1]) for c in (lo[2], hi[2])])
+    idx = target.lps_to_index(source.index_to_lps(corners))
+    start = np.maximum(np.floor(idx.min(0)) - pad, 0).astype(int)
+    stop = np.minimum(np.ceil(idx.max(0)) + 1 + pad, target.shape).astype(int)
+    return start, stop
+
+
 def probabilities_to_labels(
     probs: np.ndarray, grid: Volume, target: Volume, label_values: Sequence[int], threshold: float = 0.05
 ) -> np.ndarray:
@@ -135,13 +148,9 @@ def probabilities_to_labels(
     box = _foreground_box(probs[1:].max(0) > threshold)
     if box is None:
         return out
-    # Target-grid index box covering the model-grid foreground box (8 corners mapped through LPS).
-    lo = np.array([s.start for s in box], float)
-    hi = np.array([s.stop - 1 for s in box], float)
-    corners = np.array([[a, b, c] for a in (lo[0], hi[0]) for b in (lo[1], hi[1]) for c in (lo[2], hi[2])])
-    t_idx = target.lps_to_index(grid.index_to_lps(corners))
-    t_lo = np.maximum(np.floor(t_idx.min(0)) - 1, 0).astype(int)
-    t_hi = np.minimum(np.ceil(t_idx.max(0)) + 2, target.shape).astype(int)
+    # Target-grid index box covering the model-grid foreground box's voxel centres, one voxel wider each way.
+    t_lo, t_hi = _mapped_index_range(np.array([s.start for s in box], float),
+                                     np.array([s.stop - 1 for s in box], float), grid, target, pad=1)
     if np.any(t_hi <= t_lo):
         return out
     sub_aff = target.affine.copy()
@@ -213,12 +222,9 @@ def mean_probability_in(mask: Volume, probability: Volume) -> float | None:
     box = bounding_box(m)
     if box is None:
         return None
-    lo = np.array([s.start for s in box], float) - 0.5
-    hi = np.array([s.stop for s in box], float) - 0.5
-    corners = np.array([[a, b, c] for a in (lo[0], hi[0]) for b in (lo[1], hi[1]) for c in (lo[2], hi[2])])
-    g = probability.lps_to_index(mask.index_to_lps(corners))
-    g_lo = np.maximum(np.floor(g.min(0)), 0).astype(int)
-    g_hi = np.minimum(np.ceil(g.max(0)) + 1, probability.shape).astype(int)
+    # Model-grid voxels whose centre can lie in the mask's bounding box (its voxels' outer faces).
+    g_lo, g_hi = _mapped_index_range(np.array([s.start for s in box], float) - 0.5,
+                                     np.array([s.stop for s in box], float) - 0.5, mask, probability, pad=0)
     if np.all(g_hi > g_lo):
         grid_idx = np.stack(np.meshgrid(*[np.arange(a, b) for a, b in zip(g_lo, g_hi)], indexing="ij"), -1)
         grid_idx = grid_idx.reshape(-1, 3)
