@@ -46,7 +46,7 @@ demo: venv
 	@echo "outputs in $(DEMO_OUT)/: $$(ls $(DEMO_OUT) | tr '\n' ' ')"
 
 # Held-out evaluation behind the model card: a cohort from the held-out seed fixed in training/config.yaml
-# (evaluation.heldout, never used for a decision), 40 full-size studies of the varied protocol, run through the
+# (evaluation.heldout, never used for a decision), 100 full-size studies of the varied protocol, run through the
 # application exactly as deployed (DICOM in, result.json + SEG out), metrics with bootstrap CIs. Once per model
 # version.
 EVAL_DIR ?= build/heldout
