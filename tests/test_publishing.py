@@ -128,3 +128,21 @@ def test_result_json_states_the_findings_the_sr_and_key_images_get(tmp_path: Pat
         if key != "segment_numbers":
             assert with_seg[key] == without_seg[key] == f[key], key
     assert (with_seg["segment_numbers"], without_seg["segment_numbers"]) == ({"sacral tumour": 3}, {})
+
+
+def test_exit_now_flushes_and_keeps_the_exit_code(tmp_path: Path) -> None:
+    """app.__main__.exit_now ends the process without the interpreter's teardown: what was printed and logged
+    before it still arrives (block-buffered pipes, a log file), and the exit code is the one given."""
+    import subprocess
+    import sys
+    log = tmp_path / "run.log"
+    code = ("import logging, sys; from app.__main__ import exit_now; "
+            f"logging.basicConfig(filename={str(log)!r}, level=logging.INFO); "
+            "logging.getLogger('t').info('logged line'); print('printed line'); "
+            "print('error line', file=sys.stderr); exit_now(3)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       cwd=Path(__file__).resolve().parents[1], env={**os.environ, "PYTHONUNBUFFERED": ""})
+    assert r.returncode == 3
+    assert r.stdout == "printed line\n"
+    assert r.stderr.endswith("error line\n")
+    assert log.read_text().strip().endswith("logged line")
