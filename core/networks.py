@@ -86,25 +86,35 @@ class FusionClassifier(nn.Module):
 
 
 class LateFusion(nn.Module):
-    """Late fusion of single-modality classifiers: the normalised product of their class posteriors.
+    """Late fusion of single-modality classifiers: the normalised, weighted product of their class posteriors.
 
-    Output logits (B, K) = sum over members of ``log_softmax(member(image, tabular))``, so that
-    ``softmax(output)`` is proportional to the product of the members' probabilities (log-linear pooling with
-    equal weights; exact Bayes fusion for modalities conditionally independent given the class, under the
-    balanced class prior the members are trained with). Each member sees the same inputs and uses only its own
-    modality (``FusionClassifier`` with a branch switched off).
+    Output logits (B, K) = sum over members of ``w_m * log_softmax(member(image, tabular))``, so that
+    ``softmax(output)`` is proportional to the product of the members' probabilities, each raised to its weight
+    (log-linear pooling). Equal weights of 1 (the default) are exact Bayes fusion for modalities conditionally
+    independent given the class, under the balanced class prior the members are trained with; a weight below 1
+    tempers a member whose posteriors are overconfident on the data the model meets. Each member sees the same
+    inputs and uses only its own modality (``FusionClassifier`` with a branch switched off). ``weights`` is kept
+    as the buffer ``weights`` (float32, one per member, in member order), so it travels with the exported model.
     """
 
-    def __init__(self, members: list[nn.Module]) -> None:
+    weights: torch.Tensor
+
+    def __init__(self, members: list[nn.Module], weights: list[float] | None = None) -> None:
         super().__init__()
         if len(members) < 2:
             raise ValueError("late fusion needs at least two member classifiers")
+        w = [1.0] * len(members) if weights is None else [float(x) for x in weights]
+        if len(w) != len(members):
+            raise ValueError(f"late fusion has {len(members)} members but {len(w)} weights")
+        if not all(x > 0 and x == x and x != float("inf") for x in w):
+            raise ValueError(f"late fusion weights must be finite and positive, got {w}")
         self.members = nn.ModuleList(members)
+        self.register_buffer("weights", torch.tensor(w, dtype=torch.float32))
 
     def forward(self, image: torch.Tensor, tabular: torch.Tensor) -> torch.Tensor:
         out = torch.zeros((), dtype=image.dtype, device=image.device)
-        for m in self.members:
-            out = out + torch.log_softmax(m(image, tabular), dim=1)
+        for i, m in enumerate(self.members):
+            out = out + self.weights[i].to(image.dtype) * torch.log_softmax(m(image, tabular), dim=1)
         return out
 
 

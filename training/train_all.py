@@ -38,7 +38,8 @@ from core.networks import LateFusion, MirrorAveraged
 from training.data import combine_manifests, prepare, segmented_classifier_inputs
 from training.phantom.params import TUMOUR_CLASSES
 from training.train_classifier import (
-    FULL_FUSION_OF, VARIANTS, export_classifier, predict, tabular_matrix, train_variant,
+    FULL_FUSION_OF, VARIANTS, export_classifier, fusion_architecture, fusion_weights, predict, tabular_matrix,
+    train_variant,
 )
 from training.train_seg import export_segmenter, train_segmenter
 
@@ -294,10 +295,10 @@ def main(argv: list[str] | None = None) -> int:
                                                       "(core.networks.MirrorAveraged)"}
         nets[vname] = net
         results[vname] = (arch, {**summary, "inputs": sources})
-    fused = LateFusion([nets[v] for v in FULL_FUSION_OF]).eval()
+    weights = fusion_weights(clf_cfg)
+    fused = LateFusion([nets[v] for v in FULL_FUSION_OF], weights=weights).eval()
     nets["full"] = fused
-    results["full"] = ({"name": "LateFusion", "pooling": "sum of member log-probabilities (product of posteriors)",
-                        "members": {v: results[v][0] for v in FULL_FUSION_OF}},
+    results["full"] = (fusion_architecture({v: results[v][0] for v in FULL_FUSION_OF}, weights),
                        {"members": {v: results[v][1] for v in FULL_FUSION_OF}, "inputs": sources})
     exported: dict[str, Any] = {}
     for vname, net in nets.items():

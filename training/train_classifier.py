@@ -3,7 +3,8 @@
 Variants (same code, ``core.networks.FusionClassifier`` with branches switched off): ``image_only`` (the
 tumour crop), ``clinical_only`` (sex, age, volume) and ``clinical_location`` (sex, age, volume, u, v, w).
 The shipped ``full`` model is their late fusion (``core.networks.LateFusion`` of ``image_only`` and
-``clinical_location``: the product of the two posteriors), as in the published method's late-fusion design.
+``clinical_location``: the product of the two posteriors, each raised to its weight in ``classifier.fusion_weights``
+of training/config.yaml), as in the published method's late-fusion design.
 A jointly trained network (image features concatenated with the tabular ones) was tried first: its image
 features swamped the six tabular values and it scored below the image-only model on held-out phantoms.
 Standardisation statistics are fitted on the training split with ``core.clinical.fit_feature_spec`` and stored
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import time
 from typing import Any
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -30,6 +31,26 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 #: The full model: late fusion of these trained variants.
 FULL_FUSION_OF: tuple[str, ...] = ("image_only", "clinical_location")
+
+
+def fusion_weights(clf_cfg: Mapping[str, Any]) -> list[float]:
+    """The full model's member weights in :data:`FULL_FUSION_OF` order, from the classifier config's
+    ``fusion_weights`` (member name -> weight; a member not listed, or no such key, weighs 1)."""
+    given = dict(clf_cfg.get("fusion_weights") or {})
+    unknown = set(given) - set(FULL_FUSION_OF)
+    if unknown:
+        raise ValueError(f"classifier.fusion_weights names members the full model does not have: {sorted(unknown)}")
+    return [float(given.get(v, 1.0)) for v in FULL_FUSION_OF]
+
+
+def fusion_architecture(members: Mapping[str, Any], weights: Sequence[float]) -> dict[str, Any]:
+    """The full model's ``architecture`` record for its metadata: the pooling, each member's weight and each
+    member's own architecture record (``members``: name -> record, in :data:`FULL_FUSION_OF` order)."""
+    return {"name": "LateFusion",
+            "pooling": "weighted sum of member log-probabilities (log-linear pooling: the product of the members' "
+                       "posteriors, each raised to its weight; core.networks.LateFusion)",
+            "member_weights": {v: float(w) for v, w in zip(FULL_FUSION_OF, weights)},
+            "members": {v: members[v] for v in FULL_FUSION_OF}}
 
 
 def tabular_matrix(rows: Sequence[dict[str, float | None]], spec: Sequence[FeatureSpec]
