@@ -19,7 +19,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from core.run_state import output_files
 from core.status import Status
+from pydicom.uid import UID as DicomUID
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = os.environ.get("MAP_IMAGE", "")
@@ -129,9 +131,27 @@ def runner_run(study: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[s
     return proc, out
 
 
+#: ``dicom_outputs`` keys that differ between two runs of the same study by design: each run creates new DICOM
+#: instances in a new series, with UIDs of their own
+NEW_PER_RUN = ("sop_instance_uid", "series_instance_uid")
+
+
 def findings(result: dict) -> dict:
-    """What a run found: result.json without the timings (which differ from run to run)."""
-    return {k: v for k, v in result.items() if k != "timings_s"}
+    """What a run found: result.json without the timings and without the UIDs of the DICOM objects the run created
+    (both differ from run to run; :func:`assert_new_instances` checks the UIDs)."""
+    out = {k: v for k, v in result.items() if k != "timings_s"}
+    if "dicom_outputs" in out:
+        out["dicom_outputs"] = [{k: v for k, v in o.items() if k not in NEW_PER_RUN} for o in out["dicom_outputs"]]
+    return out
+
+
+def assert_new_instances(got: dict, want: dict) -> None:
+    """Every DICOM object of ``got`` has valid UIDs that are not ``want``'s: a second run of the same study creates
+    new instances, as a PACS needs, rather than copies of the first run's."""
+    for g, w in zip(got["dicom_outputs"], want["dicom_outputs"], strict=True):
+        for key in NEW_PER_RUN:
+            assert g[key] != w[key], (g["file"], key)
+            assert DicomUID(g[key]).is_valid, (g["file"], key, g[key])
 
 
 def assert_same_findings(got: object, want: object, where: str = "result") -> None:
@@ -156,6 +176,7 @@ def test_same_result_as_the_local_run(image_run: tuple[subprocess.CompletedProce
     assert proc.returncode == 0
     in_image = json.loads((out / "result.json").read_text())
     assert_same_findings(findings(in_image), findings(local_result))
+    assert_new_instances(in_image, local_result)
 
 
 def test_monai_deploy_run_gives_the_local_result(runner_run: tuple[subprocess.CompletedProcess, Path],
@@ -167,9 +188,12 @@ def test_monai_deploy_run_gives_the_local_result(runner_run: tuple[subprocess.Co
     assert "exited with code 0" in proc.stdout + proc.stderr, log  # the runner's own report
     by_runner = json.loads((out / "result.json").read_text())
     assert_same_findings(findings(by_runner), findings(local_result))
-    for name in by_runner["outputs"].values():
+    assert_new_instances(by_runner, local_result)
+    written = output_files(by_runner["outputs"])   # key_images is a list of files (result.json schema 2)
+    assert len(written) >= 3
+    for name in written:
         assert (out / name).stat().st_size > 0, name
-    assert sorted(p.name for p in out.iterdir()) == sorted(["result.json", *by_runner["outputs"].values()])
+    assert sorted(p.name for p in out.iterdir()) == sorted(["result.json", *written])
 
 
 def test_extract_copies_app_config_models_docs(tmp_path: Path) -> None:
