@@ -85,6 +85,22 @@ class FusionClassifier(nn.Module):
         return self.head(torch.cat(parts, dim=1))
 
 
+def log_linear_pool(outputs: list[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
+    """Log-linear pooling of class scores: ``sum_m weights[m] * log_softmax(outputs[m], dim=1)``.
+
+    ``outputs``: one (B, K) tensor per member, logits or log-probabilities (``log_softmax`` normalises either);
+    ``weights``: (M,), one per member. Returns (B, K) unnormalised log-probabilities: ``softmax`` of the result is
+    proportional to the product of the members' probabilities, each raised to its weight. The one implementation
+    of the classifier's fusion (:class:`LateFusion`, ``validation.fusion_weight``).
+    """
+    if len(outputs) != int(weights.numel()):
+        raise ValueError(f"{len(outputs)} member outputs but {int(weights.numel())} weights")
+    out = torch.zeros((), dtype=outputs[0].dtype, device=outputs[0].device)
+    for i, x in enumerate(outputs):
+        out = out + weights[i].to(x.dtype) * torch.log_softmax(x, dim=1)
+    return out
+
+
 class LateFusion(nn.Module):
     """Late fusion of single-modality classifiers: the normalised, weighted product of their class posteriors.
 
@@ -112,10 +128,7 @@ class LateFusion(nn.Module):
         self.register_buffer("weights", torch.tensor(w, dtype=torch.float32))
 
     def forward(self, image: torch.Tensor, tabular: torch.Tensor) -> torch.Tensor:
-        out = torch.zeros((), dtype=image.dtype, device=image.device)
-        for i, m in enumerate(self.members):
-            out = out + self.weights[i].to(image.dtype) * torch.log_softmax(m(image, tabular), dim=1)
-        return out
+        return log_linear_pool([m(image, tabular) for m in self.members], self.weights)
 
 
 class MirrorAveraged(nn.Module):

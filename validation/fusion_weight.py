@@ -22,9 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
+from core.networks import log_linear_pool
 from validation import metrics as M
-from validation.evaluate import is_classification_case
+from validation.evaluate import class_arrays, is_classification_case
 
 MEMBERS = ("image_only", "clinical_location")
 DEFAULT_GRID = (0.25, 0.5, 0.75, 1.0)
@@ -39,18 +41,18 @@ def member_probabilities(doc: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, n
     if not rows:
         raise ValueError("no classified study with both members' probabilities in this metrics.json")
     classes = list(rows[0]["probabilities"])
-    y = np.array([classes.index(c["truth"]) for c in rows], dtype=int)
-    p = [np.array([[c["ablation"][m][k] for k in classes] for c in rows], dtype=float) for m in MEMBERS]
-    return y, p[0], p[1], classes
+    y, _, p_image = class_arrays(rows, classes, f"ablation.{MEMBERS[0]}")
+    _, _, p_tabular = class_arrays(rows, classes, f"ablation.{MEMBERS[1]}")
+    return y, p_image, p_tabular, classes
 
 
 def fuse(p_image: np.ndarray, p_tabular: np.ndarray, w: float) -> np.ndarray:
-    """``softmax(w log p_image + log p_tabular)`` row by row (probabilities ``(n, k)`` in, ``(n, k)`` out), the
-    function ``core.networks.LateFusion`` computes from the members' logits with weights ``(w, 1)``."""
-    z = w * np.log(np.clip(p_image, 1e-12, 1.0)) + np.log(np.clip(p_tabular, 1e-12, 1.0))
-    z -= z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    out: np.ndarray = e / e.sum(axis=1, keepdims=True)
+    """``softmax(w log p_image + log p_tabular)`` row by row (probabilities ``(n, k)`` in, ``(n, k)`` out):
+    :func:`core.networks.log_linear_pool`, the pooling ``core.networks.LateFusion`` applies to its members'
+    outputs, with weights ``(w, 1)``."""
+    logs = [torch.log(torch.from_numpy(np.clip(p, 1e-12, 1.0)).double()) for p in (p_image, p_tabular)]
+    pooled = log_linear_pool(logs, torch.tensor([w, 1.0], dtype=torch.float64))
+    out: np.ndarray = torch.softmax(pooled, dim=1).numpy()
     return out
 
 
