@@ -386,6 +386,41 @@ def test_compare_pairs_two_runs_of_one_cohort(synthetic_report: Path, tmp_path: 
     assert proc.returncode == 2 and proc.stderr.startswith("error:")
 
 
+def test_compare_pairs_segmentation_dice_as_each_run_summarises_it(synthetic_report: Path) -> None:
+    """compare_runs' Dice block: per structure, the cases each run's own segmentation summary counts (an analysed
+    study with the structure in its reference; a missed tumour counts with Dice 0), the means of both runs, and
+    their paired difference. Run b is run a with every hip-bone-left Dice lowered by 0.05: the difference is
+    exactly 0.05 with a zero-width interval; the tumour block counts the tumour-free studies of neither run."""
+    from validation.evaluate import compare_runs
+    a = json.loads((synthetic_report / "metrics.json").read_text())
+    rng = np.random.default_rng(3)
+    for row in a["cases"]:
+        tumour_ml = 0.0 if row["truth"] == "none" else 40.0
+        missed = row["truth"] != "none" and row["status"] == Status.NO_TUMOUR
+        row["segmentation"] = {
+            "tumour": {"dice": None if not tumour_ml else (0.0 if missed else float(rng.uniform(0.5, 0.95))),
+                       "reference_ml": tumour_ml, "predicted_ml": 0.0, "volume_error_ml": 0.0},
+            "hip_bone_left": {"dice": float(rng.uniform(0.85, 0.95)), "reference_ml": 250.0,
+                              "predicted_ml": 250.0, "volume_error_ml": 0.0},
+            "hip_bone_right": {"dice": float(rng.uniform(0.85, 0.95)), "reference_ml": 250.0,
+                               "predicted_ml": 250.0, "volume_error_ml": 0.0}}
+    b = copy.deepcopy(a)
+    for row in b["cases"]:
+        row["segmentation"]["hip_bone_left"]["dice"] -= 0.05
+    cmp_ = compare_runs(a, b, n_resamples=200)["segmentation_dice"]
+    analysed = [r for r in a["cases"] if r["status"] in ANALYSED]
+    tumour = [r["segmentation"]["tumour"]["dice"] for r in analysed if r["truth"] != "none"]
+    assert cmp_["tumour"]["n"] == len(tumour) < len(analysed) and 0.0 in tumour
+    assert cmp_["tumour"]["a"] == pytest.approx(np.mean(tumour), abs=1e-6) and cmp_["tumour"]["difference"] == 0
+    left = cmp_["hip_bone_left"]
+    assert left["n"] == len(analysed)
+    assert left["a"] == pytest.approx(np.mean([r["segmentation"]["hip_bone_left"]["dice"] for r in analysed]),
+                                      abs=1e-6)
+    assert left["difference"] == pytest.approx(0.05, abs=1e-6)
+    assert left["ci_low"] == pytest.approx(0.05, abs=1e-6) and left["ci_high"] == pytest.approx(0.05, abs=1e-6)
+    assert cmp_["hip_bone_right"]["difference"] == 0
+
+
 def comparable(doc: dict[str, Any], drop_execution: bool = False) -> dict[str, Any]:
     """metrics.json without the fields allowed to differ: the date, the repository state (other work may
     change it meanwhile) and, for Ray against the pool, how the studies were executed."""

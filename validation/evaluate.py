@@ -108,11 +108,20 @@ def detection_confidence_block(records: list[dict[str, Any]]) -> dict[str, Any]:
         np.array([r["tumour_mean_probability"] if f else math.nan for r, f in zip(det, found)], dtype=float))
 
 
+def scored_segmentation(record: dict[str, Any], structure: str) -> dict[str, Any] | None:
+    """The study's segmentation figures of ``structure`` (dice, volumes) if they count in the segmentation
+    summary: an analysed study whose reference holds the structure (a missed tumour counts, with Dice 0);
+    None otherwise (no reference structure, study not analysed, SEG not compared)."""
+    seg = record.get("segmentation") or {}
+    if record["status"] not in ANALYSED or structure not in seg or not seg[structure]["reference_ml"] > 0:
+        return None
+    return seg[structure]
+
+
 def segmentation_block(records: list[dict[str, Any]], n_resamples: int, seed: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for s in SEG_STRUCTURES:
-        rows = [r["segmentation"][s] for r in records
-                if r["status"] in ANALYSED and r.get("segmentation") and r["segmentation"][s]["reference_ml"] > 0]
+        rows = [x for x in (scored_segmentation(r, s) for r in records) if x is not None]
         d = np.array([x["dice"] for x in rows], dtype=float)
         e = np.array([x["volume_error_ml"] for x in rows], dtype=float)
         out[s] = {"n": len(rows), "dice": M.summary_with_ci(d, n_resamples, seed),
@@ -268,7 +277,10 @@ def compare_runs(doc_a: dict[str, Any], doc_b: dict[str, Any], n_resamples: int 
     deployed probabilities and each ablation variant present in both, the macro AUC of each run and the paired
     difference ``a - b`` with its stratified bootstrap 95 % CI and p-value (:func:`validation.metrics.
     paired_difference`); detection is compared on the cases analysed in both (sensitivity and specificity of
-    each run). Raises ValueError when the runs share no classification case or disagree on a reference class.
+    each run). Segmentation is compared per structure on the cases where both runs have a Dice (a reference
+    structure and a SEG that could be compared; a missed tumour counts 0): each run's mean Dice and the paired
+    difference ``a - b`` of the means with its bootstrap 95 % CI. Raises ValueError when the runs share no
+    classification case or disagree on a reference class.
     """
     classes = list(doc_a["settings"]["classes"])
     if list(doc_b["settings"]["classes"]) != classes:
@@ -300,4 +312,23 @@ def compare_runs(doc_a: dict[str, Any], doc_b: dict[str, Any], n_resamples: int 
         found = np.array([rows[c]["status"] == Status.TUMOUR_FOUND for c in det], dtype=bool)
         out["detection"][name] = {"true_positives": int((truth & found).sum()), "positives": int(truth.sum()),
                                   "true_negatives": int((~truth & ~found).sum()), "negatives": int((~truth).sum())}
+    out["segmentation_dice"] = _paired_dice(rows_a, rows_b, common, n_resamples, seed)
     return M.jsonable(out)
+
+
+def _paired_dice(rows_a: dict[str, dict[str, Any]], rows_b: dict[str, dict[str, Any]], common: list[str],
+                 n_resamples: int, seed: int) -> dict[str, Any]:
+    """Per structure: mean Dice of each run and the paired difference a - b (:func:`validation.metrics.
+    paired_difference`, unstratified) on the cases both runs score (:func:`scored_segmentation`), as in each
+    run's own segmentation summary."""
+    out: dict[str, Any] = {}
+    for s in SEG_STRUCTURES:
+        pairs = [(scored_segmentation(rows_a[c], s), scored_segmentation(rows_b[c], s)) for c in common]
+        pairs = [(x, y) for x, y in pairs if x is not None and y is not None]
+        if not pairs:
+            continue
+        a = np.array([x["dice"] for x, _ in pairs], dtype=float)
+        b = np.array([y["dice"] for _, y in pairs], dtype=float)
+        out[s] = M.paired_difference(lambda i, a=a: float(a[i].mean()), lambda i, b=b: float(b[i].mean()),
+                                     np.zeros(len(pairs), dtype=int), n_resamples, seed)
+    return out
