@@ -71,7 +71,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     r.add_argument("--retry-errors", action="store_true", help="run again the finished studies of status error")
     rep = sub.add_parser("report", help="re-render report.html from REPORT_DIR/metrics.json")
     rep.add_argument("--out", type=Path, required=True)
-    cmp_ = sub.add_parser("compare", help="pair two runs of one cohort: macro AUC and Dice differences a - b with 95%% CIs")
+    cmp_ = sub.add_parser("compare",
+                          help="pair two runs of one cohort: macro AUC and Dice differences a - b with 95%% CIs")
     cmp_.add_argument("a", type=Path, help="metrics.json of run a (e.g. the candidate)")
     cmp_.add_argument("b", type=Path, help="metrics.json of run b (e.g. the shipped version)")
     cmp_.add_argument("--out", type=Path, default=None, help="write the comparison here (JSON)")
