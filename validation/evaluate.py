@@ -319,7 +319,7 @@ def compare_runs(doc_a: dict[str, Any], doc_b: dict[str, Any], n_resamples: int 
 def _paired_dice(rows_a: dict[str, dict[str, Any]], rows_b: dict[str, dict[str, Any]], common: list[str],
                  n_resamples: int, seed: int) -> dict[str, Any]:
     """Per structure: mean Dice of each run and the paired difference a - b (:func:`validation.metrics.
-    paired_difference`, unstratified) on the cases both runs score (:func:`scored_segmentation`), as in each
+    paired_mean_difference`) on the cases both runs score (:func:`scored_segmentation`), as in each
     run's own segmentation summary."""
     out: dict[str, Any] = {}
     for s in SEG_STRUCTURES:
@@ -329,6 +329,5 @@ def _paired_dice(rows_a: dict[str, dict[str, Any]], rows_b: dict[str, dict[str, 
             continue
         a = np.array([x["dice"] for x, _ in pairs], dtype=float)
         b = np.array([y["dice"] for _, y in pairs], dtype=float)
-        out[s] = M.paired_difference(lambda i, a=a: float(a[i].mean()), lambda i, b=b: float(b[i].mean()),
-                                     np.zeros(len(pairs), dtype=int), n_resamples, seed)
+        out[s] = M.paired_mean_difference(a, b, n_resamples, seed)
     return out

@@ -252,6 +252,16 @@ def paired_difference(statistic_a: Callable[[np.ndarray], float], statistic_b: C
     return out
 
 
+
+def paired_mean_difference(a: np.ndarray, b: np.ndarray, n_resamples: int, seed: int) -> dict[str, float]:
+    """:func:`paired_difference` of the means of two per-case value arrays aligned case by case (``a[k]`` and
+    ``b[k]`` are the same case, e.g. two models' Dice on one study), resampled without strata."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"paired values must be two 1-D arrays of one length, got {a.shape} and {b.shape}")
+    return paired_difference(lambda i: float(a[i].mean()), lambda i: float(b[i].mean()),
+                             np.zeros(a.size, dtype=int), n_resamples, seed)
+
 # ------------------------------------------------------------------------------------- with confidence
 def classification_report(y_true: np.ndarray, y_pred: np.ndarray, scores: np.ndarray, classes: Sequence[str],
                           n_resamples: int, seed: int) -> dict[str, Any]:

@@ -98,7 +98,7 @@ def compare(per_model: Sequence[dict[str, dict[str, float]]], n_resamples: int =
             ) -> dict[str, Any]:
     """Per structure: each model's mean Dice with its 95 % bootstrap CI on the studies all models were scored on,
     and (for two or more models) the paired difference first minus second (:func:`validation.metrics.
-    paired_difference`: CI and two-sided bootstrap p-value)."""
+    paired_mean_difference`: CI and two-sided bootstrap p-value)."""
     result: dict[str, Any] = {}
     for label in per_model[0]:
         common = sorted(set.intersection(*(set(m.get(label, {})) for m in per_model)))
@@ -107,10 +107,7 @@ def compare(per_model: Sequence[dict[str, dict[str, float]]], n_resamples: int =
                                  "models": [metrics.summary_with_ci(v, n_resamples, seed) for v in values]}
         if len(values) >= 2 and common:
             a, b = values[0], values[1]
-            entry["first_minus_second"] = metrics.paired_difference(
-                lambda i, a=a: float(a[i].mean()), lambda i, b=b: float(b[i].mean()),
-                np.zeros(len(common), dtype=int),
-                n_resamples, seed)
+            entry["first_minus_second"] = metrics.paired_mean_difference(a, b, n_resamples, seed)
         result[label] = entry
     return result
 
