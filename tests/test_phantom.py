@@ -308,6 +308,27 @@ def test_external_site_changes_only_the_scanner():
         ph.sample_scan(np.random.default_rng(0), p, site="SITE_A")
 
 
+def test_full_size_twin_scans_the_same_patient():
+    """A cohort generated again with ``full_size`` (same seed and n) holds the same patients and tumours, scanned
+    from the same start over the same coverage with the same scanner, kernel and placement, only at 512 matrix: the patient is drawn
+    before the scan from each case's generator, and the scan's draws up to the matrix do not depend on the size.
+    This is what makes the development cohort's full-size twin a paired comparison of acquisition
+    (docs/protocol.md)."""
+    same = {"kernel", "rotation_deg", "table_offset_mm", "manufacturer", "site", "coverage"}
+    for i in range(12):
+        rng_a, rng_b = np.random.default_rng([2718, i]), np.random.default_rng([2718, i])
+        cls = ph.TUMOUR_CLASSES[i % 6] if i % 4 else "none"
+        pa = ph.sample_patient(rng_a, f"C{i:04d}", cls, tumour_world="v2")
+        pb = ph.sample_patient(rng_b, f"C{i:04d}", cls, tumour_world="v2")
+        assert repr(pa) == repr(pb)
+        a = ph.sample_scan(rng_a, pa, protocol="varied")
+        b = ph.sample_scan(rng_b, pb, full_size=True, protocol="varied")
+        assert a.matrix in (128, 160) and b.matrix == 512
+        for f in same:
+            assert getattr(a, f) == getattr(b, f), f
+        assert a.z_range_mm[0] == b.z_range_mm[0] and abs(a.z_range_mm[1] - b.z_range_mm[1]) < 5.0
+
+
 def test_upper_abdomen_negatives_hold_no_hip_bone_and_are_never_drawn(tmp_path):
     """coverage="upper_abdomen" (the training cohort's negatives) scans 30-260 mm starting 15-90 mm above the
     patient's own iliac crests: the rendered label map has no hip bone and no tumour, the CT holds the lumbar
