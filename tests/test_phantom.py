@@ -310,10 +310,10 @@ def test_external_site_changes_only_the_scanner():
 
 def test_full_size_twin_scans_the_same_patient():
     """A cohort generated again with ``full_size`` (same seed and n) holds the same patients and tumours, scanned
-    from the same start over the same coverage with the same scanner, kernel and placement, only at 512 matrix: the patient is drawn
-    before the scan from each case's generator, and the scan's draws up to the matrix do not depend on the size.
-    This is what makes the development cohort's full-size twin a paired comparison of acquisition
-    (docs/protocol.md)."""
+    from the same start over the same coverage with the same scanner, kernel and placement, only at 512 matrix:
+    the patient is drawn before the scan from each case's generator, and the scan's draws up to the matrix do not
+    depend on the size. This is what makes the development cohort's full-size twin a paired comparison of
+    acquisition (docs/protocol.md)."""
     same = {"kernel", "rotation_deg", "table_offset_mm", "manufacturer", "site", "coverage"}
     for i in range(12):
         rng_a, rng_b = np.random.default_rng([2718, i]), np.random.default_rng([2718, i])
