@@ -36,6 +36,7 @@ def test_segmenters_exported_with_complete_metadata(quick_models: Path) -> None:
         assert meta["training"]["precision"] == config[name].get("precision", "fp32")
         assert meta["training"]["batch_dice"] is bool(config[name].get("batch_dice", False))
         assert meta["training"].get("hard_negatives") == config[name].get("hard_negatives")
+        assert meta["training"].get("flip_augment") == config[name].get("flip_augment")
         assert meta["sha256"] == sha256_of(quick_models / name / "model.ts")
         for key in ("version", "spacing_mm", "orientation", "intensity", "sliding_window", "architecture", "labels",
                     "training", "training_data", "intended_use", "internal_validation"):
@@ -138,6 +139,41 @@ def test_hard_negative_patches_centre_on_the_normal_sacrum() -> None:
     assert 0.42 < frac_sacrum < 0.62 and 0.25 < frac_target < 0.45     # 0.5 + chance; 0.5 x 0.67 + chance
     plain = [_patch(ct, lab, roi, rng, fg_prob=0.67) for _ in range(400)]
     assert np.mean([(pc == 100.0).any() for pc, _ in plain]) < 0.1
+
+
+@pytest.mark.unit
+def test_mirror_flips_patch_and_labels_together_along_left_right() -> None:
+    """``flip_augment``: about half the patches mirrored along W (the patient's left-right on the canonical LPS
+    grid), image and labels alike; nothing else moves; no names, no mirror and no random draw."""
+    from training.train_seg import mirror
+    img = np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6)
+    lab = np.zeros((4, 5, 6), np.uint8)
+    lab[:, :, 0] = 1                                        # the first W column
+    rng = np.random.default_rng(1)
+    flipped = 0
+    for _ in range(200):
+        mi, ml = mirror(img, lab, ("left_right",), rng)
+        if ml[0, 0, 5] == 1:
+            flipped += 1
+            assert np.array_equal(mi, img[:, :, ::-1]) and np.array_equal(ml, lab[:, :, ::-1])
+        else:
+            assert np.array_equal(mi, img) and np.array_equal(ml, lab)
+    assert 80 < flipped < 120
+    state = rng.bit_generator.state
+    mi, ml = mirror(img, lab, (), rng)
+    assert np.array_equal(mi, img) and rng.bit_generator.state == state
+
+
+@pytest.mark.unit
+def test_flip_augment_refused_for_lateral_labels(tmp_path: Path) -> None:
+    """A left-right mirror would swap the hip model's left and right labels: refused before any data is read."""
+    from core.model_metadata import ModelMetadata
+    from training.train_seg import train_segmenter
+    meta = ModelMetadata.from_dict(json.loads((REPO / "models" / "hip_bone_seg" / "metadata.json").read_text()))
+    with pytest.raises(ValueError, match="lateralised"):
+        train_segmenter(tmp_path, "hip_bone_seg", ["X"], meta, iterations=1, flip_augment=("left_right",))
+    with pytest.raises(ValueError, match="distinct names"):
+        train_segmenter(tmp_path, "hip_bone_seg", ["X"], meta, iterations=1, flip_augment=("up_down",))
 
 
 @pytest.mark.unit

@@ -2,7 +2,13 @@
 
 Patches of the model's ``sliding_window.roi_size`` (D-H-W voxels on the model grid) are drawn at random,
 two thirds of them centred on a foreground voxel (after the optional hard-negative patches, centred on the
-normal sacrum for the tumour model: ``hard_negatives``). Left/right flips are not used: the labels are lateral.
+normal sacrum for the tumour model: ``hard_negatives``). Mirror augmentation only where the labels allow it
+(``flip_augment``; the hip model's labels are lateral, the tumour's are not).
+
+Speed: the network and its inputs are in channels-last memory (``torch.channels_last_3d``), which oneDNN's CPU
+convolutions run about 1.9x faster per training step than the default layout (one step of the shipped
+architecture in bf16 autocast, timed on this machine: 0.48 s against 0.88 s on 2 threads, 0.79 s against 1.48 s on
+1); the arithmetic is the same, the model is exported in the default layout.
 
 Domain randomisation (:func:`randomise`, in HU before the intensity scaling, as SynthSeg does for MRI): bone
 contrast, a global offset, a smooth bias field, blur and noise, each drawn per patch, so that the model leans on
@@ -41,6 +47,18 @@ def _load(cache: Path, name: str, ids: list[str], source_values: list[int], hard
                 else np.empty((0, 3), np.int16))
         data.append((z[f"{name}_ct"], target, hard))
     return data
+
+
+def mirror(img: np.ndarray, lab: np.ndarray, flips: Sequence[str], rng: np.random.Generator
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """The patch (D-H-W on the canonical LPS model grid) and its labels, each mirrored with probability 0.5 along
+    each axis named in ``flips`` (:data:`core.model_metadata.SlidingWindow.FLIP_AXES`: ``left_right`` is W, the
+    patient's left-right), the same flips for both. Draws one number per name, none when ``flips`` is empty."""
+    for f in flips:
+        if rng.random() < 0.5:
+            axis = SlidingWindow.FLIP_AXES[f] - 1           # FLIP_AXES counts the channel axis (C, D, H, W)
+            img, lab = np.flip(img, axis), np.flip(lab, axis)
+    return np.ascontiguousarray(img), np.ascontiguousarray(lab)
 
 
 def _patch(ct: np.ndarray, lab: np.ndarray, roi: tuple[int, int, int], rng: np.random.Generator, fg_prob: float,
@@ -89,7 +107,8 @@ def randomise(hu: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def train_segmenter(cache: Path, name: str, ids: list[str], meta: ModelMetadata, *, iterations: int,
                     batch_size: int = 2, lr: float = 2e-3, seed: int = 0, log_every: int = 25,
                     precision: str = "fp32", batch_dice: bool = False, threads: Callable[[], int] | None = None,
-                    hard_negatives: Mapping[str, Any] | None = None) -> tuple[torch.nn.Module, dict]:
+                    hard_negatives: Mapping[str, Any] | None = None, flip_augment: Sequence[str] = ()
+                    ) -> tuple[torch.nn.Module, dict]:
     """Train and return (model in eval mode, training summary). ``meta`` is the model's metadata draft (its
     ``architecture`` builds the network).
 
@@ -102,6 +121,10 @@ def train_segmenter(cache: Path, name: str, ids: list[str], meta: ModelMetadata,
     ``hard_negatives``: ``{"source_values": [...], "fraction": f}``: a fraction ``f`` of the patches centred on
     voxels of these reference labels that are not target (the tumour model: 4, the sacrum, so that the normal
     sacrum, fatty or osteoporotic marrow included, is seen often and not taken for a lytic tumour). None: none.
+    ``flip_augment``: mirror axes (:data:`core.model_metadata.SlidingWindow.FLIP_AXES` names, e.g.
+    ``left_right``), each applied to a patch with probability 0.5 (:func:`mirror`); refused when a foreground label
+    has a laterality (a mirror would swap left and right). Empty: none, and the random draws are those of a recipe
+    without it.
     ``threads``: called every ``log_every`` iterations; the torch thread count is set to what it returns (lets a
     model trained beside another take the CPUs the other has freed). None: left as it is.
     """
@@ -116,9 +139,15 @@ def train_segmenter(cache: Path, name: str, ids: list[str], meta: ModelMetadata,
     hard_fraction = float(hard_cfg.get("fraction", 0.0))
     if not 0.0 <= hard_fraction < 1.0 or (hard_fraction > 0 and not hard_values):
         raise ValueError(f"hard_negatives: fraction must be in [0, 1) with source_values, got {hard_cfg}")
+    flips = tuple(flip_augment)
+    unknown = [f for f in flips if f not in SlidingWindow.FLIP_AXES]
+    if unknown or len(set(flips)) != len(flips):
+        raise ValueError(f"flip_augment must be distinct names among {sorted(SlidingWindow.FLIP_AXES)}, got {flips}")
+    if "left_right" in flips and any(lab.laterality for lab in seg.foreground):
+        raise ValueError("flip_augment: a left-right mirror would swap lateralised labels (a label has a laterality)")
     data = _load(cache, name, ids, source_values, hard_values if hard_fraction > 0 else ())
     roi = seg.sliding_window.roi_size
-    net = build_segmenter(dict(meta.architecture or {}))
+    net = build_segmenter(dict(meta.architecture or {})).to(memory_format=torch.channels_last_3d)
     net.train()
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-5)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=iterations, pct_start=0.1)
@@ -131,9 +160,10 @@ def train_segmenter(cache: Path, name: str, ids: list[str], meta: ModelMetadata,
             ct, lab, hard = data[int(rng.integers(len(data)))]
             pc, pl = _patch(ct, lab, roi, rng, fg_prob=0.67, hard=hard, hard_fraction=hard_fraction)
             img = scale_intensity(randomise(pc, rng), seg.intensity)
+            img, pl = mirror(img, pl, flips, rng)
             xs.append(img[None])
             ys.append(pl[None].astype(np.int64))
-        x = torch.from_numpy(np.stack(xs))
+        x = torch.from_numpy(np.stack(xs)).contiguous(memory_format=torch.channels_last_3d)
         y = torch.from_numpy(np.stack(ys))
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
             outs = net(x)
@@ -155,9 +185,10 @@ def train_segmenter(cache: Path, name: str, ids: list[str], meta: ModelMetadata,
                 print(f"[{name}] now {torch.get_num_threads()} torch threads", flush=True)
             print(f"[{name}] iter {it + 1}/{iterations} loss {np.mean(history[-log_every:]):.4f} "
                   f"({time.time() - t0:.0f} s)", flush=True)
-    net.eval()
+    net = net.to(memory_format=torch.contiguous_format).eval()
     return net, {"iterations": iterations, "batch_size": batch_size, "lr": lr, "seed": seed, "precision": precision,
                  "batch_dice": batch_dice, **({"hard_negatives": hard_cfg} if hard_fraction > 0 else {}),
+                 **({"flip_augment": list(flips)} if flips else {}), "memory_format": "channels_last_3d",
                  "final_loss": float(np.mean(history[-min(25, len(history)):])),
                  "train_seconds": round(time.time() - t0, 1),
                  "n_cases": len(ids)}
