@@ -235,10 +235,7 @@ class SlidingWindow:
             raise MetadataError("mode", f"must be 'gaussian' or 'constant', got {self.mode!r}")
         if self.cpu_precision not in self.CPU_PRECISIONS:
             raise MetadataError("cpu_precision", f"must be one of {self.CPU_PRECISIONS}, got {self.cpu_precision!r}")
-        unknown = [f for f in self.flip_average if f not in self.FLIP_AXES]
-        if unknown or len(set(self.flip_average)) != len(self.flip_average):
-            raise MetadataError("flip_average", f"must be distinct names among {sorted(self.FLIP_AXES)}, "
-                                                f"got {list(self.flip_average)}")
+        check_flips(self.flip_average, "flip_average")
 
     @classmethod
     def from_dict(cls, d: Any, key: str) -> SlidingWindow:
@@ -262,6 +259,17 @@ class SlidingWindow:
         if self.flip_average:  # written when set (metadata before tumour model 0.6.1 has none)
             out["flip_average"] = list(self.flip_average)
         return {**out, **copy.deepcopy(dict(self.extra))}
+
+
+def check_flips(flips: Sequence[str], key: str, labels: Sequence[SegmentLabel] = ()) -> None:
+    """Raise :class:`MetadataError` (at ``key``) unless ``flips`` are distinct names of
+    :data:`SlidingWindow.FLIP_AXES` and, with ``labels``, a ``left_right`` mirror would not swap a label that has
+    a laterality. The one check of mirrors, at inference (``flip_average``) and in training (``flip_augment``)."""
+    unknown = [f for f in flips if f not in SlidingWindow.FLIP_AXES]
+    if unknown or len(set(flips)) != len(flips):
+        raise MetadataError(key, f"must be distinct names among {sorted(SlidingWindow.FLIP_AXES)}, got {list(flips)}")
+    if "left_right" in flips and any(lab.laterality for lab in labels):
+        raise MetadataError(key, "a left-right flip would swap lateralised labels (a label has a laterality)")
 
 
 @dataclass(frozen=True)
@@ -544,9 +552,7 @@ class SegmentationSpec:
             raise MetadataError("labels", f"label values must be unique, got {values}")
         if self.min_mean_probability is not None and not 0.0 < self.min_mean_probability < 1.0:
             raise MetadataError("min_mean_probability", f"must lie in (0, 1), got {self.min_mean_probability}")
-        if "left_right" in self.sliding_window.flip_average and any(lab.laterality for lab in self.foreground):
-            raise MetadataError("sliding_window.flip_average", "a left-right flip would swap lateralised labels "
-                                                               "(a label has a laterality)")
+        check_flips(self.sliding_window.flip_average, "sliding_window.flip_average", self.foreground)
 
     @property
     def foreground(self) -> tuple[SegmentLabel, ...]:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from monai.losses import DiceCELoss
 
-from core.model_metadata import ModelMetadata, SlidingWindow
+from core.model_metadata import ModelMetadata, SlidingWindow, check_flips
 from core.networks import build_segmenter
 from core.segment import scale_intensity
 
@@ -140,11 +140,7 @@ def train_segmenter(cache: Path, name: str, ids: list[str], meta: ModelMetadata,
     if not 0.0 <= hard_fraction < 1.0 or (hard_fraction > 0 and not hard_values):
         raise ValueError(f"hard_negatives: fraction must be in [0, 1) with source_values, got {hard_cfg}")
     flips = tuple(flip_augment)
-    unknown = [f for f in flips if f not in SlidingWindow.FLIP_AXES]
-    if unknown or len(set(flips)) != len(flips):
-        raise ValueError(f"flip_augment must be distinct names among {sorted(SlidingWindow.FLIP_AXES)}, got {flips}")
-    if "left_right" in flips and any(lab.laterality for lab in seg.foreground):
-        raise ValueError("flip_augment: a left-right mirror would swap lateralised labels (a label has a laterality)")
+    check_flips(flips, "flip_augment", seg.foreground)      # a MetadataError, a ValueError
     data = _load(cache, name, ids, source_values, hard_values if hard_fraction > 0 else ())
     roi = seg.sliding_window.roi_size
     net = build_segmenter(dict(meta.architecture or {})).to(memory_format=torch.channels_last_3d)
