@@ -37,6 +37,7 @@ def test_segmenters_exported_with_complete_metadata(quick_models: Path) -> None:
         assert meta["training"]["batch_dice"] is bool(config[name].get("batch_dice", False))
         assert meta["training"].get("hard_negatives") == config[name].get("hard_negatives")
         assert meta["training"].get("flip_augment") == config[name].get("flip_augment")
+        assert meta["training"].get("edge_fraction") == config[name].get("edge_fraction")
         assert meta["sha256"] == sha256_of(quick_models / name / "model.ts")
         for key in ("version", "spacing_mm", "orientation", "intensity", "sliding_window", "architecture", "labels",
                     "training", "training_data", "intended_use", "internal_validation"):
@@ -162,6 +163,45 @@ def test_mirror_flips_patch_and_labels_together_along_left_right() -> None:
     state = rng.bit_generator.state
     mi, ml = mirror(img, lab, (), rng)
     assert np.array_equal(mi, img) and rng.bit_generator.state == state
+
+
+@pytest.mark.unit
+def test_edge_patches_put_the_structure_at_a_face() -> None:
+    """``edge_fraction``: foreground-centred patches placed with the structure at a face, as a scan edge cuts it;
+    every axis and both sides in turn; without it the structure stays off the faces (middle half of the patch)."""
+    from training.train_seg import _patch
+    ct = np.zeros((60, 120, 120), np.float32)
+    lab = np.zeros(ct.shape, np.uint8)
+    lab[29:31, 59:61, 59:61] = 1                            # a small structure in the middle of the volume
+    roi = (24, 48, 48)
+
+    def at_face(pl: np.ndarray) -> set[tuple[int, int]]:
+        idx = np.argwhere(pl > 0)
+        faces = set()
+        for ax in range(3):
+            eighth = roi[ax] // 8
+            if idx[:, ax].min() < eighth:
+                faces.add((ax, 0))
+            if idx[:, ax].max() >= roi[ax] - eighth:
+                faces.add((ax, 1))
+        return faces
+
+    rng = np.random.default_rng(3)
+    edge = [_patch(ct, lab, roi, rng, fg_prob=1.0, edge_fraction=0.999)[1] for _ in range(300)]
+    assert all(pl.any() and at_face(pl) for pl in edge)
+    assert set().union(*(at_face(pl) for pl in edge)) == {(ax, side) for ax in range(3) for side in (0, 1)}
+    rng = np.random.default_rng(3)
+    plain = [_patch(ct, lab, roi, rng, fg_prob=1.0)[1] for _ in range(300)]
+    assert not any(at_face(pl) for pl in plain)
+
+
+@pytest.mark.unit
+def test_edge_fraction_out_of_range_is_refused(tmp_path: Path) -> None:
+    from core.model_metadata import ModelMetadata
+    from training.train_seg import train_segmenter
+    meta = ModelMetadata.from_dict(json.loads((REPO / "models" / "tumour_seg" / "metadata.json").read_text()))
+    with pytest.raises(ValueError, match="edge_fraction"):
+        train_segmenter(tmp_path, "tumour_seg", ["X"], meta, iterations=1, edge_fraction=1.0)
 
 
 @pytest.mark.unit

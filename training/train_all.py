@@ -129,6 +129,7 @@ def train_seg_stage(job: SegStageJob) -> str:
                                    batch_dice=bool(spec.get("batch_dice", False)),
                                    hard_negatives=spec.get("hard_negatives"),
                                    flip_augment=tuple(spec.get("flip_augment", ())),
+                                   edge_fraction=float(spec.get("edge_fraction", 0.0)),
                                    threads=_threads_now if _REMAINING is not None else None)
     if _REMAINING is not None:
         with _REMAINING.get_lock():

@@ -62,10 +62,12 @@ def mirror(img: np.ndarray, lab: np.ndarray, flips: Sequence[str], rng: np.rando
 
 
 def _patch(ct: np.ndarray, lab: np.ndarray, roi: tuple[int, int, int], rng: np.random.Generator, fg_prob: float,
-           hard: np.ndarray | None = None, hard_fraction: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+           hard: np.ndarray | None = None, hard_fraction: float = 0.0, edge_fraction: float = 0.0
+           ) -> tuple[np.ndarray, np.ndarray]:
     """A patch of ``roi`` voxels: with probability ``hard_fraction`` centred (+/- a quarter patch) on a voxel of
     ``hard`` (hard-negative centres, when the study has any), else with probability ``fg_prob`` on a foreground
-    voxel, else anywhere."""
+    voxel, else anywhere. A foreground-centred patch is, with probability ``edge_fraction``, placed instead with its
+    voxel at a face (:func:`edge_start`), as a scan edge cuts a structure."""
     pad = [(0, max(0, r - s)) for r, s in zip(roi, ct.shape)]
     if any(p[1] for p in pad):
         ct = np.pad(ct, pad, constant_values=-1024.0)
@@ -78,10 +80,29 @@ def _patch(ct: np.ndarray, lab: np.ndarray, roi: tuple[int, int, int], rng: np.r
         c = fg[rng.integers(len(fg))]
         start = [int(np.clip(c[i] - roi[i] // 2 + rng.integers(-roi[i] // 4, roi[i] // 4 + 1), 0, ct.shape[i] - roi[i]))
                  for i in range(3)]
+        if edge_fraction > 0 and fg is not hard and rng.random() < edge_fraction:
+            start = edge_start(c, start, roi, ct.shape, rng)
     else:
         start = [int(rng.integers(0, ct.shape[i] - roi[i] + 1)) for i in range(3)]
     sl = tuple(slice(s, s + r) for s, r in zip(start, roi))
     return ct[sl], lab[sl]
+
+
+def edge_start(c: np.ndarray, start: Sequence[int], roi: Sequence[int], shape: Sequence[int],
+               rng: np.random.Generator) -> list[int]:
+    """Patch start (D-H-W voxels) that puts voxel ``c`` within the outer eighth of the patch at one face (axis
+    and side drawn at random), clipped to the volume ``shape``; the other axes keep ``start``.
+
+    Why: at inference a structure cut by the edge of the scan is seen only by windows whose face is that edge,
+    and a patch face and an image edge look the same to the network (both end in its zero-padded borders); the
+    usual patches put a foreground voxel in the middle half of the patch, so a tumour centred at a face is never
+    trained on (tumour candidate 0.7.2 missed the one cut by the posterior scan edge)."""
+    out = list(start)
+    axis, side = int(rng.integers(3)), int(rng.integers(2))
+    depth = int(rng.integers(0, max(1, roi[axis] // 8)))        # voxels between c and the face
+    first = int(c[axis]) - depth if side == 0 else int(c[axis]) + depth - (roi[axis] - 1)
+    out[axis] = int(np.clip(first, 0, shape[axis] - roi[axis]))
+    return out
 
 
 def randomise(hu: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -107,8 +128,8 @@ def randomise(hu: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def train_segmenter(cache: Path, name: str, ids: list[str], meta: ModelMetadata, *, iterations: int,
                     batch_size: int = 2, lr: float = 2e-3, seed: int = 0, log_every: int = 25,
                     precision: str = "fp32", batch_dice: bool = False, threads: Callable[[], int] | None = None,
-                    hard_negatives: Mapping[str, Any] | None = None, flip_augment: Sequence[str] = ()
-                    ) -> tuple[torch.nn.Module, dict]:
+                    hard_negatives: Mapping[str, Any] | None = None, flip_augment: Sequence[str] = (),
+                    edge_fraction: float = 0.0) -> tuple[torch.nn.Module, dict]:
     """Train and return (model in eval mode, training summary). ``meta`` is the model's metadata draft (its
     ``architecture`` builds the network).
 
@@ -125,6 +146,9 @@ def train_segmenter(cache: Path, name: str, ids: list[str], meta: ModelMetadata,
     ``left_right``), each applied to a patch with probability 0.5 (:func:`mirror`); refused when a foreground label
     has a laterality (a mirror would swap left and right). Empty: none, and the random draws are those of a recipe
     without it.
+    ``edge_fraction``: the fraction of foreground-centred patches placed with their voxel at a face instead
+    (:func:`edge_start`), so that structures cut by the edge of the scan are found. 0: none, and the random draws
+    are those of a recipe without it.
     ``threads``: called every ``log_every`` iterations; the torch thread count is set to what it returns (lets a
     model trained beside another take the CPUs the other has freed). None: left as it is.
     """
@@ -139,6 +163,8 @@ def train_segmenter(cache: Path, name: str, ids: list[str], meta: ModelMetadata,
     hard_fraction = float(hard_cfg.get("fraction", 0.0))
     if not 0.0 <= hard_fraction < 1.0 or (hard_fraction > 0 and not hard_values):
         raise ValueError(f"hard_negatives: fraction must be in [0, 1) with source_values, got {hard_cfg}")
+    if not 0.0 <= edge_fraction < 1.0:
+        raise ValueError(f"edge_fraction must be in [0, 1), got {edge_fraction}")
     flips = tuple(flip_augment)
     check_flips(flips, "flip_augment", seg.foreground)      # a MetadataError, a ValueError
     data = _load(cache, name, ids, source_values, hard_values if hard_fraction > 0 else ())
@@ -154,7 +180,8 @@ def train_segmenter(cache: Path, name: str, ids: list[str], meta: ModelMetadata,
         xs, ys = [], []
         for _ in range(batch_size):
             ct, lab, hard = data[int(rng.integers(len(data)))]
-            pc, pl = _patch(ct, lab, roi, rng, fg_prob=0.67, hard=hard, hard_fraction=hard_fraction)
+            pc, pl = _patch(ct, lab, roi, rng, fg_prob=0.67, hard=hard, hard_fraction=hard_fraction,
+                            edge_fraction=edge_fraction)
             img = scale_intensity(randomise(pc, rng), seg.intensity)
             img, pl = mirror(img, pl, flips, rng)
             xs.append(img[None])
@@ -184,7 +211,8 @@ def train_segmenter(cache: Path, name: str, ids: list[str], meta: ModelMetadata,
     net = net.to(memory_format=torch.contiguous_format).eval()
     return net, {"iterations": iterations, "batch_size": batch_size, "lr": lr, "seed": seed, "precision": precision,
                  "batch_dice": batch_dice, **({"hard_negatives": hard_cfg} if hard_fraction > 0 else {}),
-                 **({"flip_augment": list(flips)} if flips else {}), "memory_format": "channels_last_3d",
+                 **({"flip_augment": list(flips)} if flips else {}),
+                 **({"edge_fraction": edge_fraction} if edge_fraction > 0 else {}), "memory_format": "channels_last_3d",
                  "final_loss": float(np.mean(history[-min(25, len(history)):])),
                  "train_seconds": round(time.time() - t0, 1),
                  "n_cases": len(ids)}
